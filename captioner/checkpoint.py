@@ -1,0 +1,73 @@
+"""Saving and loading a trained captioner folder: decoder.keras + vocab.json + config.json.
+
+Loading checks everything a user could get wrong and says how to fix it, instead of a traceback.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import TrainConfig, save_json
+from .vocab import Vocabulary, VocabError
+
+DECODER_FILE, VOCAB_FILE, CONFIG_FILE = "decoder.keras", "vocab.json", "config.json"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "merge-lstm"
+
+
+class CheckpointError(RuntimeError):
+    """A model folder that cannot be used; the message names the file and the fix."""
+
+
+@dataclass
+class Checkpoint:
+    model: object  # keras.Model
+    vocab: Vocabulary
+    config: TrainConfig
+    folder: Path
+
+
+def save_checkpoint(model, vocab: Vocabulary, config: TrainConfig, folder: Path) -> None:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{DECODER_FILE}.tmp.keras"
+    model.save(tmp)
+    tmp.replace(folder / DECODER_FILE)
+    vocab.save(folder / VOCAB_FILE)
+    save_json(config.to_json(), folder / CONFIG_FILE)
+
+
+def load_checkpoint(folder: str | Path | None = None) -> Checkpoint:
+    """Load and cross-check a model folder (safe mode: no arbitrary code from the file)."""
+    import keras
+
+    folder = Path(folder) if folder else DEFAULT_MODEL_DIR
+    fix = ("train one with `python -m captioner train --out DIR`, or pass --model with a folder "
+           f"holding {DECODER_FILE}, {VOCAB_FILE} and {CONFIG_FILE}")
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: model folder not found; {fix}")
+    for name in (DECODER_FILE, VOCAB_FILE, CONFIG_FILE):
+        if not (folder / name).is_file():
+            raise CheckpointError(f"{folder / name}: missing; {fix}")
+    try:
+        config = TrainConfig.from_json(json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8")))
+        config.validate()
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"{folder / CONFIG_FILE}: invalid config ({err})") from err
+    try:
+        vocab = Vocabulary.load(folder / VOCAB_FILE)
+    except VocabError as err:
+        raise CheckpointError(str(err)) from err
+    try:
+        model = keras.models.load_model(folder / DECODER_FILE, compile=False, safe_mode=True)
+    except Exception as err:  # zip, h5 and deserialisation errors all land here
+        raise CheckpointError(f"{folder / DECODER_FILE}: cannot load the decoder "
+                              f"({type(err).__name__}: {str(err)[:200]}); {fix}") from err
+    try:
+        output_size = int(model.get_layer("logits").units)
+    except ValueError as err:
+        raise CheckpointError(f"{folder / DECODER_FILE}: not a captioner decoder (no 'logits' layer)") from err
+    if output_size != len(vocab):
+        raise CheckpointError(f"{folder}: the vocabulary has {len(vocab)} words but the decoder predicts "
+                              f"{output_size}; {VOCAB_FILE} belongs to a different checkpoint")
+    return Checkpoint(model, vocab, config, folder)

@@ -1,0 +1,207 @@
+"""Command line: ``python -m captioner {caption,evaluate,train,weights}``.
+
+Thin wrappers over the package; every expected failure prints one clear line and a non-zero exit
+status, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
+
+from .config import DecodeConfig, TrainConfig, field_help  # noqa: E402
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, default=None, help="checkpoint folder (default: the shipped model)")
+    parser.add_argument("--weights", type=Path, default=None, help="Xception weights file (default: cache/download)")
+
+
+def _add_decode_args(parser: argparse.ArgumentParser) -> None:
+    d = DecodeConfig()
+    parser.add_argument("--beam-width", type=int, default=d.beam_width, help="1 = greedy (default %(default)s)")
+    parser.add_argument("--max-words", type=int, default=d.max_words, help="default %(default)s")
+    parser.add_argument("--length-alpha", type=float, default=d.length_alpha,
+                        help="beam length normalisation exponent (default %(default)s)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m captioner", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("caption", help="caption image files")
+    p.add_argument("images", nargs="+", type=Path)
+    _add_model_args(p)
+    _add_decode_args(p)
+    p.add_argument("--n-best", type=int, default=1, help="captions per image (default %(default)s)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    p = sub.add_parser("evaluate", help="BLEU/CIDEr/METEOR/ROUGE-L on a split")
+    p.add_argument("--data", type=Path, default=None, help="dataset folder (default ../shared/flickr8k)")
+    p.add_argument("--split", default="dev", help="dev, test, train, or a file of image names")
+    p.add_argument("--images", type=Path, default=None, help="another folder with the same file names")
+    _add_model_args(p)
+    _add_decode_args(p)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--report", type=Path, default=None, help="also write an HTML page of examples")
+
+    p = sub.add_parser("train", help="train a decoder on a dataset")
+    p.add_argument("--data", type=Path, default=None, help="dataset folder (default ../shared/flickr8k)")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
+    p.add_argument("--weights", type=Path, default=None)
+    p.add_argument("--no-eval", action="store_true", help="skip the dev evaluation and model card")
+    helps = field_help()
+    for f in fields(TrainConfig):
+        p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=type(f.default), default=None,
+                       help=helps.get(f.name, ""))
+
+    p = sub.add_parser("weights", help="obtain and verify the Xception ImageNet weights")
+    p.add_argument("--weights", type=Path, default=None, help="use this file instead of the cache")
+    p.add_argument("--no-download", action="store_true", help="only check the explicit path and the cache")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .checkpoint import CheckpointError
+    from .data import DataError
+    from .weights import WeightsError
+
+    try:
+        return {"caption": cmd_caption, "evaluate": cmd_evaluate, "train": cmd_train,
+                "weights": cmd_weights}[args.command](args)
+    except (CheckpointError, WeightsError, DataError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _decode_config(args, n_best: int = 1) -> DecodeConfig:
+    cfg = DecodeConfig(beam_width=args.beam_width, n_best=n_best, max_words=args.max_words,
+                       length_alpha=args.length_alpha)
+    cfg.validate()
+    return cfg
+
+
+def cmd_caption(args) -> int:
+    from . import Captioner
+
+    decode = _decode_config(args, args.n_best)
+    captioner = Captioner.load(args.model, args.weights)
+    failed = 0
+    for path in args.images:
+        [result] = captioner.caption([path], decode.beam_width, decode.n_best, decode.max_words)
+        if not result.ok:
+            failed += 1
+            if args.json:
+                print(json.dumps({"image": str(path), "error": result.error}), flush=True)
+            else:
+                print(f"error: {result.error}", file=sys.stderr, flush=True)
+            continue
+        best = result.captions[0]
+        if args.json:
+            record = {"image": str(path), "caption": best.text, "score": round(best.score, 4)}
+            if decode.n_best > 1:
+                record["alternatives"] = [{"caption": c.text, "score": round(c.score, 4)} for c in result.captions]
+            print(json.dumps(record), flush=True)
+        else:
+            print(f"{path}: {best.text}", flush=True)
+            for c in result.captions[1:]:
+                print(f"    alt ({c.score:.3f}): {c.text}", flush=True)
+    return 1 if failed else 0
+
+
+def cmd_evaluate(args) -> int:
+    from . import Captioner
+    from .data import load_dataset
+    from .evaluate import evaluate_split, format_metrics, write_report
+
+    decode = _decode_config(args)
+    dataset = load_dataset(args.data)
+    captioner = Captioner.load(args.model, args.weights)
+    result = evaluate_split(captioner, dataset, args.split, decode, args.images, progress=not args.json)
+    if args.report:
+        write_report(result, args.images or dataset.image_dir, args.report)
+    if args.json:
+        print(json.dumps({**result.settings, **result.metrics, "notes": result.notes}))
+    else:
+        for note in result.notes:
+            print(f"note: {note}")
+        print("settings: " + ", ".join(f"{k}={v}" for k, v in result.settings.items()))
+        print(f"n_images {result.settings['n_images']}")
+        print(format_metrics(result.metrics))
+        if args.report:
+            print(f"report written to {args.report}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .data import load_dataset
+    from .encoder import XceptionEncoder
+    from .features import extract_features
+    from .train import train
+
+    overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
+    cfg = TrainConfig(**overrides)
+    cfg.validate()
+    dataset = load_dataset(args.data)
+    print(f"dataset: {dataset.summary()}")
+    for note in dataset.problems:
+        print(f"note: {note}")
+    encoder = XceptionEncoder.load(args.weights)
+    names = dataset.split_names("train") + dataset.split_names("dev")
+    extracted = extract_features(encoder, [dataset.image_path(n) for n in names])
+    for err in extracted.errors.values():
+        print(f"note: skipped {err}")
+    features = dict(zip(extracted.names, extracted.features))
+    summary = train(dataset, features, cfg, args.out)
+    if not args.no_eval:
+        evaluate_and_card(args.out, dataset, encoder, cfg, summary)
+    print(f"checkpoint written to {args.out}")
+    return 0
+
+
+def evaluate_and_card(folder: Path, dataset, encoder, cfg: TrainConfig, summary: dict) -> list[dict]:
+    """Dev metrics for greedy, beam 3 and beam 5 (plus full-resolution originals when the dataset has
+    them), written into metrics.json and MODEL_CARD.md."""
+    from . import Captioner
+    from .checkpoint import load_checkpoint
+    from .evaluate import evaluate_split, format_metrics
+    from .modelcard import write_model_card
+
+    captioner = Captioner(encoder, load_checkpoint(folder))
+    runs = [("dev, greedy", 1, None), ("dev, beam 3", 3, None), ("dev, beam 5", 5, None)]
+    originals = dataset.image_dir.parent / "originals"
+    if originals.is_dir():
+        runs += [("dev originals (full resolution), beam 3", 3, originals)]
+    evaluations = []
+    for label, width, images in runs:
+        result = evaluate_split(captioner, dataset, "dev", DecodeConfig(beam_width=width), images)
+        print(f"{label}: {format_metrics(result.metrics)}")
+        evaluations.append({"label": label, "metrics": result.metrics, "settings": result.settings})
+        if images is not None:  # the same images at the squashed 224x224 size, for comparison
+            subset = Path(folder) / ".originals_subset.txt"
+            subset.write_text("\n".join(result.predictions) + "\n")
+            same = evaluate_split(captioner, dataset, str(subset), DecodeConfig(beam_width=width))
+            subset.unlink()
+            same.settings["split"] = "dev (the same images, squashed 224x224 copies)"
+            print(f"  same images squashed: {format_metrics(same.metrics)}")
+            evaluations.append({"label": "same dev images, squashed 224x224 copies, beam 3",
+                                "metrics": same.metrics, "settings": same.settings})
+    write_model_card(folder, cfg, summary, evaluations)
+    return evaluations
+
+
+def cmd_weights(args) -> int:
+    from .weights import ensure_weights
+
+    path, digest = ensure_weights(args.weights, allow_download=not args.no_download)
+    print(f"{path}\nsha256 {digest}")
+    return 0

@@ -1,0 +1,96 @@
+"""Settings for training and decoding: one place, documented defaults, JSON round trip.
+
+Every field can be overridden on the command line (``--field value``); see ``cli.py``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+IMAGE_SIZE = 299  # Xception's native input side; training and serving both use it.
+FEATURE_DIM = 2048  # pooled Xception-notop output width.
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one training run (saved as ``config.json`` beside the checkpoint)."""
+
+    decoder: str = "merge"  # decoder family; "merge" = pooled features added to the RNN output
+    rnn: str = "lstm"  # "lstm" or "gru"
+    embedding_dim: int = 256  # word-embedding width
+    units: int = 512  # RNN units and width of the merge layers
+    dropout: float = 0.5  # on image features, embeddings and the merged vector
+    min_word_count: int = 5  # words seen fewer times in *training* captions become <unk>
+    max_caption_words: int = 32  # longer captions are cut for the loss (evaluation references never are)
+    epochs: int = 30  # upper bound; early stopping usually ends sooner
+    patience: int = 3  # epochs without dev-loss improvement before stopping
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    seed: int = 42
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "TrainConfig":
+        """Build from a dict, ignoring keys this version does not know (forward compatible)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def validate(self) -> None:
+        """Raise ValueError with a specific message for settings that cannot work."""
+        if self.rnn not in ("lstm", "gru"):
+            raise ValueError(f"rnn must be 'lstm' or 'gru', not {self.rnn!r}")
+        if self.decoder != "merge":
+            raise ValueError(f"unknown decoder {self.decoder!r}; available: 'merge'")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
+        for name in ("embedding_dim", "units", "min_word_count", "max_caption_words", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+
+
+@dataclass
+class DecodeConfig:
+    """How captions are generated at inference time."""
+
+    beam_width: int = 3  # 1 = greedy
+    n_best: int = 1  # how many captions to return per image
+    max_words: int = 30  # hard cap on generated words
+    length_alpha: float = 0.7  # length normalisation: score = log p / len ** alpha (0 = none)
+
+    def validate(self) -> None:
+        if not 1 <= self.beam_width <= 20:
+            raise ValueError(f"beam width must be between 1 and 20, not {self.beam_width}")
+        if not 1 <= self.n_best <= self.beam_width:
+            raise ValueError(f"n_best must be between 1 and the beam width ({self.beam_width}), not {self.n_best}")
+        if not 1 <= self.max_words <= 100:
+            raise ValueError(f"max_words must be between 1 and 100, not {self.max_words}")
+
+
+def save_json(data: dict[str, Any], path: Path) -> None:
+    """Write JSON atomically (a crash never leaves half a file)."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def field_help() -> dict[str, str]:
+    """Help text for each TrainConfig field, taken from the comments above (for argparse)."""
+    import inspect
+    import re
+
+    source = inspect.getsource(TrainConfig)
+    helps: dict[str, str] = {}
+    for line in source.splitlines():
+        m = re.match(r"\s+(\w+): \w+ = ([^#]+?)\s*(?:#\s*(.*))?$", line)
+        if m:
+            helps[m.group(1)] = (m.group(3) or "") + f" (default {m.group(2).strip()})"
+    return helps
+
+
+__all__ = ["TrainConfig", "DecodeConfig", "save_json", "field_help", "IMAGE_SIZE", "FEATURE_DIM"]

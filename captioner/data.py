@@ -1,0 +1,202 @@
+"""Caption datasets on disk: Flickr8k, the Kaggle Flickr8k layout and Flickr30k.
+
+Readers never stop for one bad line or one missing image: they skip it, count it, and report it in
+``CaptionDataset.problems`` so the user sees what was dropped.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+IMAGE_DIR_NAMES = ("images", "Images", "Flicker8k_Dataset", "Flickr8k_Dataset", "flickr30k_images")
+SPLIT_FILES = {"train": "Flickr_8k.trainImages.txt", "dev": "Flickr_8k.devImages.txt",
+               "test": "Flickr_8k.testImages.txt"}
+
+
+class DataError(ValueError):
+    """A dataset that cannot be used at all; the message names the path and the problem."""
+
+
+def clean_caption(text: str) -> str:
+    """Lower-case, drop apostrophes and punctuation, keep every alphabetic word (articles too).
+
+    >>> clean_caption("A dog's ball, in 2 parks!")
+    'a dogs ball in parks'
+    """
+    return " ".join(re.findall(r"[a-z]+", text.lower().replace("'", "")))
+
+
+@dataclass
+class CaptionDataset:
+    """Images with their captions and an image-level split."""
+
+    image_dir: Path
+    captions: dict[str, list[str]]  # image file name -> cleaned captions
+    splits: dict[str, list[str]]  # "train" / "dev" / "test" -> image names (only images that exist)
+    problems: list[str] = field(default_factory=list)  # human-readable notes on what was skipped
+    missing_images: int = 0  # captions skipped because their image file is absent
+    malformed_lines: int = 0
+
+    def image_path(self, name: str) -> Path:
+        return self.image_dir / name
+
+    def split_names(self, split: str) -> list[str]:
+        if split not in self.splits:
+            raise DataError(f"no {split!r} split in {self.image_dir.parent} "
+                            f"(available: {', '.join(sorted(self.splits)) or 'none'})")
+        return self.splits[split]
+
+    def summary(self) -> str:
+        parts = [f"{len(self.captions)} images", f"{sum(map(len, self.captions.values()))} captions"]
+        parts += [f"{k}={len(v)}" for k, v in self.splits.items()]
+        if self.missing_images:
+            parts.append(f"{self.missing_images} captions skipped (image missing)")
+        if self.malformed_lines:
+            parts.append(f"{self.malformed_lines} malformed lines skipped")
+        return ", ".join(parts)
+
+
+def default_data_dir() -> Path | None:
+    """``CAPTIONER_DATA``, else ``../shared/flickr8k`` beside the project, if it exists."""
+    env = os.environ.get("CAPTIONER_DATA")
+    if env:
+        return Path(env)
+    candidate = Path(__file__).resolve().parents[2] / "shared" / "flickr8k"
+    return candidate if candidate.is_dir() else None
+
+
+def find_image_dir(root: Path) -> Path:
+    for name in IMAGE_DIR_NAMES:
+        if (root / name).is_dir():
+            return root / name
+    raise DataError(f"{root}: no images folder (looked for {', '.join(IMAGE_DIR_NAMES)})")
+
+
+def load_dataset(root: str | Path | None = None) -> CaptionDataset:
+    """Read whichever supported layout ``root`` holds; raise DataError if none."""
+    if root is None:
+        root = default_data_dir()
+        if root is None:
+            raise DataError("no data directory given and ../shared/flickr8k does not exist; pass --data DIR")
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: data directory not found")
+    if (root / "Flickr8k.token.txt").is_file():
+        raw, bad, problems = _read_token_file(root / "Flickr8k.token.txt")
+    elif (root / "results_20130124.token").is_file():
+        raw, bad, problems = _read_token_file(root / "results_20130124.token")
+    elif (root / "captions.txt").is_file():
+        raw, bad, problems = _read_csv_captions(root / "captions.txt", delimiter=",")
+    elif (root / "results.csv").is_file():
+        raw, bad, problems = _read_csv_captions(root / "results.csv", delimiter="|")
+    else:
+        raise DataError(f"{root}: no caption file (expected Flickr8k.token.txt, captions.txt, results.csv "
+                        "or results_20130124.token)")
+    image_dir = find_image_dir(root)
+    present = {p.name for p in image_dir.iterdir()}
+    captions: dict[str, list[str]] = {}
+    missing = 0
+    for name, caps in raw.items():
+        if name not in present:
+            missing += len(caps)
+            continue
+        cleaned = [c for c in map(clean_caption, caps) if c]
+        if cleaned:
+            captions[name] = cleaned
+    if missing:
+        problems.append(f"{missing} captions skipped: their image is not in {image_dir}")
+    if not captions:
+        raise DataError(f"{root}: no usable captions (every caption line was malformed or had no image)")
+    splits = _read_splits(root, captions, problems)
+    return CaptionDataset(image_dir, captions, splits, problems, missing, bad)
+
+
+def _read_token_file(path: Path) -> tuple[dict[str, list[str]], int, list[str]]:
+    """``IMAGE#N<TAB>caption`` lines (Flickr8k.token.txt and Flickr30k's results_20130124.token)."""
+    captions: dict[str, list[str]] = {}
+    bad_lines: list[int] = []
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for lineno, line in enumerate(fh, 1):
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            image_id, sep, caption = line.partition("\t")
+            name, hash_sep, _ = image_id.rpartition("#")
+            if not sep or not hash_sep or not caption.strip():
+                bad_lines.append(lineno)
+                continue
+            captions.setdefault(name.strip(), []).append(caption.strip())
+    return captions, len(bad_lines), _bad_line_note(path, bad_lines)
+
+
+def _read_csv_captions(path: Path, delimiter: str) -> tuple[dict[str, list[str]], int, list[str]]:
+    """Kaggle ``captions.txt`` (``image,caption``) or Flickr30k ``results.csv`` (``image| n| caption``)."""
+    captions: dict[str, list[str]] = {}
+    bad_lines: list[int] = []
+    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+        reader = csv.reader(fh, delimiter=delimiter, skipinitialspace=True)
+        header = [h.strip().lower() for h in next(reader, [])]
+        image_col = next((i for i, h in enumerate(header) if h.startswith("image")), None)
+        caption_col = next((i for i, h in enumerate(header) if h in ("caption", "comment")), None)
+        if image_col is None or caption_col is None:
+            raise DataError(f"{path}: header {header!r} lacks an image and a caption/comment column")
+        for row in reader:
+            lineno = reader.line_num
+            if not row or not any(cell.strip() for cell in row):
+                continue
+            if len(row) <= max(image_col, caption_col) or not row[caption_col].strip():
+                bad_lines.append(lineno)
+                continue
+            # A caption containing the delimiter splits into extra cells: join them back.
+            caption = delimiter.join(row[caption_col:]) if caption_col == len(header) - 1 else row[caption_col]
+            captions.setdefault(row[image_col].strip(), []).append(caption.strip())
+    return captions, len(bad_lines), _bad_line_note(path, bad_lines)
+
+
+def _bad_line_note(path: Path, bad_lines: list[int]) -> list[str]:
+    if not bad_lines:
+        return []
+    shown = ", ".join(map(str, bad_lines[:10])) + (" …" if len(bad_lines) > 10 else "")
+    return [f"{path.name}: {len(bad_lines)} malformed lines skipped (lines {shown})"]
+
+
+def _read_splits(root: Path, captions: dict[str, list[str]], problems: list[str]) -> dict[str, list[str]]:
+    """Official split files when present; otherwise a deterministic 80/10/10 split by image hash.
+
+    Images in no official split join ``train`` (they are neither dev nor test images).
+    """
+    named = {split: root / fname for split, fname in SPLIT_FILES.items() if (root / fname).is_file()}
+    if named:
+        splits: dict[str, list[str]] = {}
+        for split, path in named.items():
+            listed = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            kept = [n for n in listed if n in captions]
+            if len(kept) < len(listed):
+                problems.append(f"{path.name}: {len(listed) - len(kept)} listed images have no captions or file")
+            splits[split] = kept
+        assigned = {n for names in splits.values() for n in names}
+        extra = sorted(n for n in captions if n not in assigned)
+        splits.setdefault("train", [])
+        splits["train"] = splits["train"] + extra
+        return splits
+
+    def bucket(name: str) -> int:
+        return int(hashlib.md5(name.encode()).hexdigest(), 16) % 10
+
+    names = sorted(captions)
+    problems.append("no split files: using a deterministic 80/10/10 split by image-name hash")
+    return {"train": [n for n in names if bucket(n) < 8], "dev": [n for n in names if bucket(n) == 8],
+            "test": [n for n in names if bucket(n) == 9]}
+
+
+def word_counts(captions: list[str]) -> Counter:
+    """How often each word occurs in the given (cleaned) captions."""
+    counts: Counter = Counter()
+    for caption in captions:
+        counts.update(caption.split())
+    return counts

@@ -1,0 +1,159 @@
+"""Greedy and beam-search caption generation against a small step interface.
+
+The decoder is anything with
+    ``initial_state(features (B, D)) -> state``  (a tuple of arrays, batch first) and
+    ``step(words (B,), state) -> (log_probs (B, V), state)``,
+so these functions are unit-tested with a fake model and a hand-written probability table.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+import numpy as np
+
+State = tuple  # of np.ndarray, each (B, ...)
+
+
+class StepModel(Protocol):
+    def initial_state(self, features: np.ndarray) -> State: ...
+
+    def step(self, words: np.ndarray, state: State) -> tuple[np.ndarray, State]: ...
+
+
+@dataclass
+class Hypothesis:
+    """One generated caption: word ids (no start/end markers), total log-probability, ranking score."""
+
+    ids: list[int]
+    log_prob: float
+    finished: bool  # True when the model chose <end>; False when cut at the length limit
+    score: float = field(default=0.0)
+    attention: list | None = None  # reserved for attention decoders
+
+
+def length_normalised(log_prob: float, n_words: int, finished: bool, alpha: float) -> float:
+    """``log p / length ** alpha``; the <end> token counts as one step, so length >= 1."""
+    length = n_words + (1 if finished else 0)
+    return log_prob / max(length, 1) ** alpha if alpha else log_prob
+
+
+def greedy_decode(model: StepModel, features: np.ndarray, start_id: int, end_id: int,
+                  max_words: int = 30, length_alpha: float = 0.0) -> list[Hypothesis]:
+    """Most likely next word at every step, for a batch of images at once.
+
+    features: (B, D). Returns one Hypothesis per image.
+    """
+    features = np.asarray(features)
+    batch = features.shape[0]
+    state = model.initial_state(features)
+    words = np.full(batch, start_id, dtype=np.int32)
+    ids: list[list[int]] = [[] for _ in range(batch)]
+    log_prob = np.zeros(batch, dtype=np.float64)
+    done = np.zeros(batch, dtype=bool)
+    for step in range(max_words + 1):
+        log_probs, state = model.step(words, state)  # (B, V)
+        if step == max_words:  # out of room: the caption ends here, with <end> only if it is the best word
+            best = log_probs.argmax(axis=1)
+            for b in np.flatnonzero(~done & (best == end_id)):
+                log_prob[b] += log_probs[b, end_id]
+                done[b] = True
+            break
+        words = log_probs.argmax(axis=1).astype(np.int32)
+        for b in np.flatnonzero(~done):
+            log_prob[b] += log_probs[b, words[b]]
+            if words[b] == end_id:
+                done[b] = True
+            else:
+                ids[b].append(int(words[b]))
+        if done.all():
+            break
+    return [Hypothesis(ids[b], float(log_prob[b]), bool(done[b]),
+                       length_normalised(float(log_prob[b]), len(ids[b]), bool(done[b]), length_alpha))
+            for b in range(batch)]
+
+
+def beam_search(model: StepModel, features: np.ndarray, start_id: int, end_id: int, beam_width: int = 3,
+                max_words: int = 30, length_alpha: float = 0.7, n_best: int = 1) -> list[Hypothesis]:
+    """Beam search for ONE image; returns the ``n_best`` hypotheses, best score first.
+
+    features: (D,) or (1, D). Live beams are batched along the batch axis. Each step looks at the
+    best ``2k`` expansions: an ``<end>`` among the first ``k`` finishes a caption (never expanded
+    again), and the best ``k`` others stay live. Search stops at ``max_words``, or once ``k`` captions
+    have finished and no live one scores better than the k-th of them; if too few finished, the best
+    unfinished ones fill in. Width 1 is exactly greedy.
+    """
+    if beam_width < 1 or n_best < 1:
+        raise ValueError("beam_width and n_best must be at least 1")
+    features = np.asarray(features).reshape(1, -1)
+    state = model.initial_state(features)
+    live = [Hypothesis([], 0.0, False)]
+    finished: list[Hypothesis] = []
+    for step in range(max_words + 1):
+        last = np.array([h.ids[-1] if h.ids else start_id for h in live], dtype=np.int32)
+        log_probs, state = model.step(last, state)  # (L, V)
+        totals = np.array([h.log_prob for h in live])[:, None] + log_probs  # (L, V)
+        if step == max_words:
+            # No room for more words: finish with <end> if it is each beam's best choice, else cut.
+            for b, h in enumerate(live):
+                ends = int(log_probs[b].argmax()) == end_id
+                finished.append(Hypothesis(h.ids, float(totals[b, end_id]) if ends else h.log_prob, ends))
+            live = []
+            break
+        flat = totals.ravel()
+        n_candidates = min(2 * beam_width, flat.size)
+        top = np.argpartition(-flat, n_candidates - 1)[:n_candidates]
+        top = top[np.lexsort((top, -flat[top]))]  # best first; ties broken by index for determinism
+        vocab = log_probs.shape[1]
+        new_live, parents = [], []
+        for rank, j in enumerate(top):
+            parent, word = divmod(int(j), vocab)
+            if word == end_id:
+                if rank < beam_width:
+                    finished.append(Hypothesis(live[parent].ids, float(flat[j]), True))
+            elif len(new_live) < beam_width:
+                new_live.append(Hypothesis(live[parent].ids + [word], float(flat[j]), False))
+                parents.append(parent)
+        live = new_live
+        for h in (*finished, *live):
+            h.score = length_normalised(h.log_prob, len(h.ids), h.finished, length_alpha)
+        if not live or _search_is_done(finished, live, beam_width):
+            break
+        state = tuple(s[parents] for s in state)
+    for h in (*finished, *live):
+        h.score = length_normalised(h.log_prob, len(h.ids), h.finished, length_alpha)
+    ranked = sorted(finished, key=lambda h: -h.score)
+    if len(ranked) < n_best:
+        ranked += sorted(live, key=lambda h: -h.score)[: n_best - len(ranked)]
+    return ranked[:n_best]
+
+
+def _search_is_done(finished: list[Hypothesis], live: list[Hypothesis], beam_width: int) -> bool:
+    """Stop once ``beam_width`` captions have finished and none of the live ones scores better than the
+    worst of those now (with raw log-probabilities that is exact: live scores can only fall)."""
+    if len(finished) < beam_width:
+        return False
+    kth_best_finished = sorted((h.score for h in finished), reverse=True)[beam_width - 1]
+    return max(h.score for h in live) <= kth_best_finished
+
+
+def decode_batch(model: StepModel, features: np.ndarray, start_id: int, end_id: int, beam_width: int = 3,
+                 max_words: int = 30, length_alpha: float = 0.7, n_best: int = 1) -> list[list[Hypothesis]]:
+    """Captions for (B, D) features: greedy for the whole batch when ``beam_width == 1 and n_best == 1``,
+    otherwise beam search per image. Returns B lists of hypotheses."""
+    features = np.asarray(features)
+    if beam_width == 1 and n_best == 1:
+        return [[h] for h in greedy_decode(model, features, start_id, end_id, max_words, length_alpha)]
+    return [beam_search(model, f, start_id, end_id, beam_width, max_words, length_alpha, n_best) for f in features]
+
+
+def sequence_log_prob(model: StepModel, features: np.ndarray, ids: Sequence[int], start_id: int,
+                      end_id: int) -> float:
+    """Log-probability the model gives to ``ids`` followed by <end> (for tests and diagnostics)."""
+    state = model.initial_state(np.asarray(features).reshape(1, -1))
+    total, prev = 0.0, start_id
+    for word in [*ids, end_id]:
+        log_probs, state = model.step(np.array([prev], np.int32), state)
+        total += float(log_probs[0, word])
+        prev = word
+    return total

@@ -1,0 +1,62 @@
+"""The model card (``MODEL_CARD.md``) and ``metrics.json`` written beside each trained checkpoint."""
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+from .config import TrainConfig, save_json
+
+METRIC_ORDER = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "CIDEr", "METEOR", "ROUGE-L")
+
+
+def _row(label: str, metrics: dict, n_images: int) -> str:
+    cells = [("n/a" if metrics.get(m) is None else f"{metrics[m]:.3f}") for m in METRIC_ORDER]
+    return f"| {label} | {n_images} | " + " | ".join(cells) + " |"
+
+
+def write_model_card(folder: Path, cfg: TrainConfig, training: dict, evaluations: list[dict]) -> None:
+    """``evaluations``: dicts with ``label``, ``metrics`` and ``settings`` (as in EvalResult)."""
+    folder = Path(folder)
+    save_json({"evaluations": evaluations, "training": training}, folder / "metrics.json")
+    size_mb = (folder / "decoder.keras").stat().st_size / 2**20
+    header = "| evaluation | images | " + " | ".join(METRIC_ORDER) + " |"
+    rows = [header, "|" + "---|" * (len(METRIC_ORDER) + 2)]
+    rows += [_row(e["label"], e["metrics"], e["settings"]["n_images"]) for e in evaluations]
+    settings = "\n".join(f"| `{k}` | {v} |" for k, v in cfg.to_json().items())
+    card = f"""# Model card: `{folder.name}`
+
+Xception (ImageNet, frozen, pooled 2048-d features at 299x299) + **{cfg.decoder} decoder** with a
+{cfg.units}-unit {cfg.rnn.upper()}, trained on Flickr8k with full-sequence teacher forcing.
+
+## Data
+- Flickr8k as shipped in `../shared/flickr8k` (images squashed to 224x224 by a third party).
+- Trained on the official **train** split plus the images in no split ({training['train_images']} images,
+  {training['train_captions']} captions); early stopping on **dev** loss. The official test split was
+  never seen. Figures below are on **dev** (1,000 images, 5 references each).
+- Vocabulary: {training['vocab_size']} words (seen at least {cfg.min_word_count} times in training captions).
+
+## Results (dev split)
+Metric tools: BLEU with nltk `corpus_bleu` over all five references; CIDEr (CIDEr-D), METEOR 1.5 and
+ROUGE-L with pycocoevalcap. Beam search uses length normalisation (alpha 0.7).
+
+{chr(10).join(rows)}
+
+Reproduce: `python -m captioner evaluate --split dev --model models/{folder.name} --beam-width 3`
+(`--beam-width 1` for greedy; `--images ../shared/flickr8k/originals` for the full-resolution rows).
+
+## Training
+- {training['train_seconds'] / 60:.1f} minutes on a 2-core CPU ({platform.machine()}), {training['epochs_run']} epochs,
+  best dev loss {training['best_val_loss']:.4f} at epoch {training['best_epoch']} (curve: `training_curve.png`).
+- Decoder: {training['parameters']:,} parameters; `decoder.keras` is {size_mb:.1f} MB.
+- Reproduce: `python -m captioner train --out models/{folder.name}` with the settings below.
+
+| setting | value |
+|---|---|
+{settings}
+
+## Limits
+Trained on 6k Flickr photos of people and dogs outdoors: captions of other scenes are often generic or
+wrong, and the model repeats dataset biases (gender words, "a man" by default). Do not rely on it where a
+wrong description could harm someone.
+"""
+    (folder / "MODEL_CARD.md").write_text(card, encoding="utf-8")

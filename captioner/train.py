@@ -1,0 +1,134 @@
+"""Training a decoder on cached image features with full-sequence teacher forcing.
+
+One sample per caption (not one per prefix): the decoder reads ``<start> w1 … wn`` and is scored on
+``w1 … wn <end>`` at every position at once, with padding masked out of the loss.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import save_checkpoint
+from .config import TrainConfig, save_json
+from .data import CaptionDataset
+from .vocab import Vocabulary
+
+
+def encode_captions(dataset: CaptionDataset, names: list[str], vocab: Vocabulary,
+                    max_words: int) -> tuple[np.ndarray, np.ndarray]:
+    """-> (image index per caption (N,), padded id sequences (N, max_words + 2)) for ``names``."""
+    image_index, sequences = [], []
+    for i, name in enumerate(names):
+        for caption in dataset.captions[name]:
+            ids = vocab.encode(caption, max_words)
+            image_index.append(i)
+            sequences.append(ids + [vocab.pad_id] * (max_words + 2 - len(ids)))
+    return np.array(image_index, np.int32), np.array(sequences, np.int32)
+
+
+def make_dataset(features: np.ndarray, image_index: np.ndarray, sequences: np.ndarray, batch_size: int,
+                 shuffle: bool, seed: int):
+    """tf.data of ``((features (B, 2048), words (B, T)), targets (B, T), mask weights (B, T))``."""
+    import tensorflow as tf
+
+    table = tf.constant(features)
+
+    def to_example(idx, seq):
+        inputs, targets = seq[:-1], seq[1:]  # teacher forcing: predict each next word
+        weights = tf.cast(targets != 0, tf.float32)  # padding never counts in the loss
+        return (tf.gather(table, idx), inputs), targets, weights
+
+    ds = tf.data.Dataset.from_tensor_slices((image_index, sequences))
+    if shuffle:
+        ds = ds.shuffle(len(sequences), seed=seed, reshuffle_each_iteration=True)
+    return ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)
+
+
+def train(dataset: CaptionDataset, features_by_name: dict[str, np.ndarray], cfg: TrainConfig, out_dir: Path,
+          log=print) -> dict:
+    """Fit a decoder; keep the epoch with the best dev loss; write the checkpoint folder.
+
+    Returns the training summary (also saved as ``training.json``).
+    """
+    import keras
+
+    from .decoders import build_merge_model
+
+    cfg.validate()
+    keras.utils.set_random_seed(cfg.seed)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train_names = [n for n in dataset.split_names("train") if n in features_by_name]
+    dev_names = [n for n in dataset.split_names("dev") if n in features_by_name]
+    if not train_names or not dev_names:
+        raise ValueError(f"need features for train and dev images (have {len(train_names)} / {len(dev_names)})")
+    vocab = Vocabulary.fit((c for n in train_names for c in dataset.captions[n]), cfg.min_word_count)
+    log(f"vocabulary: {len(vocab)} words (seen >= {cfg.min_word_count} times in {len(train_names)} training images)")
+
+    def split_data(names, shuffle):
+        feats = np.stack([features_by_name[n] for n in names]).astype(np.float32)
+        idx, seqs = encode_captions(dataset, names, vocab, cfg.max_caption_words)
+        return make_dataset(feats, idx, seqs, cfg.batch_size, shuffle, cfg.seed), len(seqs)
+
+    train_ds, n_train = split_data(train_names, True)
+    dev_ds, n_dev = split_data(dev_names, False)
+    log(f"captions: {n_train} train, {n_dev} dev")
+    model = build_merge_model(len(vocab), cfg)
+    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate, clipnorm=5.0),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  weighted_metrics=[])
+    log(f"decoder: {model.count_params():,} parameters")
+    best_path = out_dir / ".best.weights.h5"
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(best_path, monitor="val_loss", save_best_only=True, save_weights_only=True),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience),
+        keras.callbacks.CSVLogger(out_dir / "history.csv"),
+    ]
+    start = time.perf_counter()
+    history = model.fit(train_ds, validation_data=dev_ds, epochs=cfg.epochs, callbacks=callbacks,
+                        verbose=2 if not sys.stderr.isatty() else 1)
+    seconds = time.perf_counter() - start
+    model.load_weights(best_path)
+    best_path.unlink(missing_ok=True)
+    save_checkpoint(model, vocab, cfg, out_dir)
+    losses = history.history
+    best_epoch = int(np.argmin(losses["val_loss"])) + 1
+    summary = {
+        "train_seconds": round(seconds, 1), "epochs_run": len(losses["loss"]), "best_epoch": best_epoch,
+        "best_val_loss": float(min(losses["val_loss"])), "loss": [float(x) for x in losses["loss"]],
+        "val_loss": [float(x) for x in losses["val_loss"]], "parameters": int(model.count_params()),
+        "vocab_size": len(vocab), "train_images": len(train_names), "train_captions": n_train,
+    }
+    save_json(summary, out_dir / "training.json")
+    plot_curve(summary, out_dir / "training_curve.png")
+    log(f"trained in {seconds / 60:.1f} min; best dev loss {summary['best_val_loss']:.4f} at epoch {best_epoch}")
+    return summary
+
+
+def plot_curve(summary: dict, path: Path) -> None:
+    """Train and dev loss per epoch, with the kept epoch marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = range(1, len(summary["loss"]) + 1)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    ax.plot(epochs, summary["loss"], "o-", label="train loss")
+    ax.plot(epochs, summary["val_loss"], "s-", label="dev loss")
+    ax.axvline(summary["best_epoch"], color="grey", ls="--", label=f"kept: epoch {summary['best_epoch']}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("masked cross-entropy per word")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def load_history(out_dir: Path) -> dict:
+    return json.loads((Path(out_dir) / "training.json").read_text())
