@@ -71,3 +71,10 @@ def load_checkpoint(folder: str | Path | None = None) -> Checkpoint:
         raise CheckpointError(f"{folder}: the vocabulary has {len(vocab)} words but the decoder predicts "
                               f"{output_size}; {VOCAB_FILE} belongs to a different checkpoint")
     return Checkpoint(model, vocab, config, folder)
+
+
+def available_models(root: Path | None = None) -> list[Path]:
+    """Model folders under ``models/`` (each holding a decoder), the default first."""
+    root = Path(root) if root else DEFAULT_MODEL_DIR.parent
+    found = sorted(p for p in root.iterdir() if (p / DECODER_FILE).is_file()) if root.is_dir() else []
+    return sorted(found, key=lambda p: p != DEFAULT_MODEL_DIR)

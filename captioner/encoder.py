@@ -8,6 +8,15 @@ import numpy as np
 from .config import FEATURE_DIM, IMAGE_SIZE
 
 
+def bf16_supported() -> bool:
+    """True when the CPU computes bfloat16 natively (AVX512-BF16 or AMX); elsewhere it would be slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 class XceptionEncoder:
     """Frozen ImageNet Xception-notop with global average pooling.
 
@@ -15,20 +24,32 @@ class XceptionEncoder:
     one traced graph instead of re-tracing (or falling back to ``model.predict`` overheads).
     """
 
-    def __init__(self, weights_path: str | Path, weights_digest: str = ""):
+    def __init__(self, weights_path: str | Path, weights_digest: str = "", precision: str = "float32"):
         import keras
         import tensorflow as tf
 
         from .weights import build_xception
 
+        if precision not in ("float32", "bfloat16"):
+            raise ValueError(f"precision must be 'float32' or 'bfloat16', not {precision!r}")
         self.weights_digest = weights_digest
-        base = build_xception()
+        self.precision = precision
+        # features differ slightly by precision, so each has its own cache folder
+        self.cache_key = weights_digest[:16] + ("" if precision == "float32" else f"-{precision}")
+        previous = keras.config.dtype_policy()
+        if precision == "bfloat16":  # weights stay float32; convolutions run in bfloat16
+            keras.config.set_dtype_policy("mixed_bfloat16")
+        try:
+            base = build_xception()
+            pooled = keras.layers.GlobalAveragePooling2D(name="avg_pool")(base.output)
+        finally:
+            keras.config.set_dtype_policy(previous)
         base.load_weights(str(weights_path))
-        pooled = keras.layers.GlobalAveragePooling2D(name="avg_pool")(base.output)
         self.model = keras.Model(base.input, pooled, name="xception_pooled")
         self.model.trainable = False
         spec = tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.float32)
-        self._forward = tf.function(lambda x: self.model(x, training=False), input_signature=[spec])
+        self._forward = tf.function(lambda x: tf.cast(self.model(x, training=False), tf.float32),
+                                    input_signature=[spec])
 
     @classmethod
     def load(cls, weights: str | Path | None = None, allow_download: bool = True) -> "XceptionEncoder":

@@ -25,14 +25,15 @@ def content_key(path: Path) -> str:
 
 @dataclass
 class FeatureCache:
-    """Pooled-feature files under ``root/<weights digest>/pooled/``."""
+    """Pooled-feature files under ``root/<encoder cache key>/pooled/`` (the key is the weights digest,
+    plus the precision when it is not float32)."""
 
-    weights_digest: str
+    encoder_key: str
     root: Path = field(default_factory=lambda: cache_dir() / "features")
 
     @property
     def folder(self) -> Path:
-        return Path(self.root) / self.weights_digest[:16] / "pooled"
+        return Path(self.root) / self.encoder_key / "pooled"
 
     def path_for(self, key: str) -> Path:
         return self.folder / key[:2] / f"{key}.npy"
@@ -70,7 +71,7 @@ def extract_features(encoder, paths: Sequence[Path], cache: FeatureCache | None 
     """
     from tqdm import tqdm
 
-    cache = cache or FeatureCache(encoder.weights_digest)
+    cache = cache or FeatureCache(encoder.cache_key)
     paths = [Path(p) for p in paths]
     keys: dict[Path, str] = {}
     found: dict[Path, np.ndarray] = {}

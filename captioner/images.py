@@ -15,6 +15,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .config import IMAGE_SIZE
 
+try:  # HEIC/HEIF as iPhones save them; AVIF is built into Pillow >= 11.3
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+except ImportError:  # pragma: no cover - optional at import time, listed in requirements.txt
+    pass
+
 MAX_FILE_BYTES = 50 * 1024 * 1024  # larger uploads are refused before decoding
 MAX_PIXELS = 64_000_000  # about 8000x8000; beyond that it is a decompression bomb, not a photo
 

@@ -1,0 +1,244 @@
+"""Speed benchmarks for captioner (issue: compiled inference and batched beam search).
+
+    python bench/run.py                 # all benchmarks, a table of figures and ratios
+    python bench/run.py --only a,b,c    # a subset
+    python bench/run.py --json out.json # also a JSON summary
+
+Each benchmark times the things it compares in the same run, on the same checkpoint and images, and
+prints ratios. They are measurements, not tests: nothing here asserts a speed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+
+def timed(fn, repeat: int = 3):
+    """Best wall time of ``repeat`` calls (after one warm-up) and the last result."""
+    result = fn()
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+class Bench:
+    def __init__(self, n_images: int):
+        from captioner import Captioner
+        from captioner.data import load_dataset
+        from captioner.images import load_and_preprocess
+
+        self.captioner = Captioner.load(allow_download=False)
+        self.dataset = load_dataset()
+        self.names = self.dataset.split_names("dev")[:n_images]
+        self.pixels = np.stack([load_and_preprocess(self.dataset.image_path(n)) for n in self.names])
+        self.features = self.captioner.encoder.encode(self.pixels)
+        self.vocab = self.captioner.vocab
+        self.figures: dict[str, dict] = {}
+
+    def decode(self, stepper, feats, width):
+        from captioner.decoding import beam_search, greedy_decode
+
+        if width == 1:
+            return [h.ids for h in greedy_decode(stepper, feats, self.vocab.start_id, self.vocab.end_id)]
+        return [beam_search(stepper, f, self.vocab.start_id, self.vocab.end_id, beam_width=width)[0].ids
+                for f in feats]
+
+    def a_reference(self, n: int = 5):
+        """Predict-per-word reference vs our compiled steps, greedy and beam 5 (decoding only)."""
+        sys.path.insert(0, str(ROOT / "bench"))
+        from reference import PredictPerWordStepper
+
+        ref = PredictPerWordStepper(self.captioner.checkpoint.model)
+        feats = self.features[:n]
+        out = {}
+        for width in (1, 5):
+            t_ref, ids_ref = timed(lambda: [self.decode(ref, f[None], width)[0] for f in feats], repeat=1)
+            t_ours, ids_ours = timed(lambda: [self.decode(self.captioner.stepper, f[None], width)[0] for f in feats])
+            label = "greedy" if width == 1 else "beam 5"
+            out[label] = {"reference_s_per_image": t_ref / n, "ours_s_per_image": t_ours / n,
+                          "speedup": t_ref / t_ours, "same_captions": ids_ref == ids_ours}
+        self.figures["a"] = out
+        return out
+
+    def b_beam_vs_greedy(self):
+        """Beam 5 vs greedy: per image, decoding only and the full caption (encoder included)."""
+        feats, pixels = self.features[:20], self.pixels[:20]
+        enc = self.captioner.encoder
+        t_g, _ = timed(lambda: [self.decode(self.captioner.stepper, f[None], 1) for f in feats])
+        t_b, _ = timed(lambda: [self.decode(self.captioner.stepper, f[None], 5) for f in feats])
+        t_e, _ = timed(lambda: [enc.encode(p[None]) for p in pixels], repeat=1)
+        n = len(feats)
+        out = {"greedy_decode_ms": 1000 * t_g / n, "beam5_decode_ms": 1000 * t_b / n,
+               "decode_ratio": t_b / t_g, "full_caption_ratio": (t_e + t_b) / (t_e + t_g)}
+        self.figures["b"] = out
+        return out
+
+    def c_caption_vs_encoder(self):
+        """Full caption (encoder + beam 5) vs the encoder forward pass alone, one image at a time."""
+        pixels = self.pixels[:10]
+        enc = self.captioner.encoder
+
+        def full():
+            for p in pixels:
+                self.decode(self.captioner.stepper, enc.encode(p[None]), 5)
+
+        t_enc, _ = timed(lambda: [enc.encode(p[None]) for p in pixels])
+        t_full, _ = timed(full)
+        out = {"encoder_s": t_enc / len(pixels), "full_caption_s": t_full / len(pixels), "ratio": t_full / t_enc}
+        self.figures["c"] = out
+        return out
+
+    def d_throughput(self):
+        """Images per second (encoder + beam 3) for batches of 1, 8 and 32."""
+        from captioner.config import DecodeConfig
+
+        out = {}
+        for batch in (1, 8, 32):
+            pixels = self.pixels[:32]
+
+            def run():
+                for i in range(0, len(pixels), batch):
+                    feats = self.captioner.encoder.encode(pixels[i:i + batch], batch_size=batch)
+                    self.captioner.caption_features(feats, DecodeConfig(beam_width=3))
+
+            t, _ = timed(run, repeat=1)
+            out[f"batch_{batch}_images_per_s"] = len(pixels) / t
+        out["batch32_vs_batch1"] = out["batch_32_images_per_s"] / out["batch_1_images_per_s"]
+        self.figures["d"] = out
+        return out
+
+    def e_training(self, n_images: int = 300):
+        """Seconds per epoch: full-sequence teacher forcing vs one sample per prefix, same captions."""
+        import keras
+
+        from captioner.config import TrainConfig
+        from captioner.decoders import build_merge_model
+        from captioner.images import load_and_preprocess
+        from captioner.train import encode_captions, make_dataset
+
+        cfg = TrainConfig.from_json(self.captioner.checkpoint.config.to_json())
+        names = self.dataset.split_names("train")[:n_images]
+        feats = self.captioner.encoder.encode(np.stack([load_and_preprocess(self.dataset.image_path(n))
+                                                        for n in names]))
+        idx, seqs = encode_captions(self.dataset, names, self.vocab, cfg.max_caption_words)
+        full = build_merge_model(len(self.vocab), cfg)
+        full.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, reduction="mean_with_sample_weight"))
+        ds = make_dataset(feats, idx, seqs, cfg.batch_size, True, 0)
+        full.fit(ds.take(2), verbose=0)
+        start = time.perf_counter()
+        full.fit(ds, epochs=1, verbose=0)
+        t_full = time.perf_counter() - start
+        # one sample per prefix: (features, prefix padded to max) -> next word, the tutorials' way
+        x_img, x_seq, y = [], [], []
+        width = seqs.shape[1] - 1
+        for i, seq in zip(idx, seqs):
+            length = int((seq != 0).sum())
+            for t in range(1, length):
+                prefix = np.zeros(width, np.int32)
+                prefix[:t] = seq[:t]
+                x_img.append(feats[i]), x_seq.append(prefix), y.append(seq[t])
+        per_prefix = build_merge_model(len(self.vocab), cfg)
+        inputs = per_prefix.inputs
+        logits = per_prefix.output  # (B, T, V); the prefix's last real position is picked by gather
+        pos = keras.Input((), dtype="int32", name="position")
+        picked = keras.ops.take_along_axis(logits, keras.ops.reshape(pos, (-1, 1, 1)), axis=1)[:, 0]
+        model = keras.Model([*inputs, pos], picked)
+        model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        x_img, x_seq, y = np.array(x_img), np.array(x_seq), np.array(y)
+        positions = (x_seq != 0).sum(axis=1) - 1
+        model.fit([x_img[:256], x_seq[:256], positions[:256]], y[:256], batch_size=cfg.batch_size, verbose=0)
+        start = time.perf_counter()
+        model.fit([x_img, x_seq, positions], y, batch_size=cfg.batch_size, epochs=1, verbose=0)
+        t_prefix = time.perf_counter() - start
+        out = {"images": n_images, "captions": len(seqs), "prefix_samples": len(y), "full_sequence_s": t_full,
+               "per_prefix_s": t_prefix, "ratio": t_prefix / t_full}
+        self.figures["e"] = out
+        return out
+
+    def g_encoder_precision(self):
+        """bfloat16 encoder vs float32: speed, feature cosine, and identical captions on these images."""
+        from captioner.config import DecodeConfig
+        from captioner.encoder import XceptionEncoder, bf16_supported
+        from captioner.weights import ensure_weights
+
+        if not bf16_supported():
+            self.figures["g"] = {"skipped": "this CPU has no native bfloat16 (avx512_bf16 / amx_bf16)"}
+            return self.figures["g"]
+        path, digest = ensure_weights(allow_download=False)
+        fast = XceptionEncoder(path, digest, precision="bfloat16")
+        pixels = self.pixels
+        t32, f32 = timed(lambda: self.captioner.encoder.encode(pixels), repeat=1)
+        t16, f16 = timed(lambda: fast.encode(pixels), repeat=1)
+        cos = (f32 * f16).sum(1) / (np.linalg.norm(f32, axis=1) * np.linalg.norm(f16, axis=1))
+        c32 = [c[0].text for c in self.captioner.caption_features(f32, DecodeConfig(beam_width=3))]
+        c16 = [c[0].text for c in self.captioner.caption_features(f16, DecodeConfig(beam_width=3))]
+        out = {"images": len(pixels), "float32_s_per_image": t32 / len(pixels), "bf16_s_per_image": t16 / len(pixels),
+               "speedup": t32 / t16, "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()),
+               "identical_captions": float(np.mean([a == b for a, b in zip(c32, c16)]))}
+        self.figures["g"] = out
+        return out
+
+
+def f_cold_start() -> dict:
+    """Fresh process: start to first caption served (library path the app uses), and peak RSS."""
+    code = ("import time; t=time.time(); from captioner import Captioner; c=Captioner.load(allow_download=False);"
+            f"r=c.caption([{str(ROOT / 'assets' / 'cat.jpg')!r}]); print(time.time()-t, r[0].text)")
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    wall = time.perf_counter() - start
+    rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"process_start_to_first_caption_s": wall, "peak_rss_mb": rss_mb, "caption": proc.stdout.split(" ", 1)[-1].strip()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", default="a,b,c,d,e,f,g")
+    parser.add_argument("--images", type=int, default=64, help="dev images to use (default %(default)s)")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    wanted = args.only.split(",")
+    figures: dict = {"machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()}}
+    if "f" in wanted:  # first, before this process loads anything
+        figures["f"] = f_cold_start()
+        print("f", json.dumps(figures["f"]), flush=True)
+    bench = Bench(args.images)
+    for key, fn in (("a", bench.a_reference), ("b", bench.b_beam_vs_greedy), ("c", bench.c_caption_vs_encoder),
+                    ("d", bench.d_throughput), ("e", bench.e_training), ("g", bench.g_encoder_precision)):
+        if key in wanted:
+            figures[key] = fn()
+            print(key, json.dumps(figures[key]), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

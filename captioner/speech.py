@@ -1,0 +1,161 @@
+"""Captions spoken aloud: Google's gTTS when it answers, else an offline espeak-ng voice.
+
+gTTS needs Google's servers; offline, rate-limited (HTTP 429) or without DNS it fails, so every call has
+a timeout and any failure falls back to espeak-ng from the ``espeakng-loader`` wheel (no system install),
+driven through a small ctypes binding. libespeak-ng keeps global state and is not thread-safe, so all
+calls into it hold one lock. Results are cached per (text, engine, language).
+"""
+from __future__ import annotations
+
+import ctypes
+import io
+import threading
+import wave
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+GTTS_TIMEOUT_S = 6.0
+LANGUAGES = {"en": "English", "fr": "French", "de": "German", "es": "Spanish", "it": "Italian",
+             "pt": "Portuguese", "nl": "Dutch", "hi": "Hindi"}  # offered in the app; captions are English
+ENGINES = ("auto", "gtts", "espeak")
+
+
+class SpeechError(RuntimeError):
+    """No engine could speak the text; the message says what each one answered."""
+
+
+@dataclass(frozen=True)
+class Speech:
+    audio: bytes
+    mime: str  # "audio/mpeg" (gTTS) or "audio/wav" (espeak-ng)
+    engine: str  # which voice was used, to show the user
+    notes: tuple[str, ...] = ()  # e.g. why the online voice was not used
+
+    @property
+    def extension(self) -> str:
+        return "mp3" if self.mime == "audio/mpeg" else "wav"
+
+
+def gtts_speak(text: str, lang: str = "en", timeout: float = GTTS_TIMEOUT_S) -> bytes:
+    """MP3 bytes from Google Translate's TTS; raises on any failure (network, 429, bad language)."""
+    from gtts import gTTS
+
+    buf = io.BytesIO()
+    gTTS(text, lang=lang, timeout=timeout).write_to_fp(buf)
+    if buf.tell() == 0:
+        raise SpeechError("gTTS returned no audio")
+    return buf.getvalue()
+
+
+class _EspeakNG:
+    """Minimal ctypes binding to libespeak-ng in synchronous mode: text -> 16-bit mono WAV bytes."""
+
+    AUDIO_OUTPUT_SYNCHRONOUS = 2
+    CHARS_UTF8 = 1
+    POS_CHARACTER = 1
+    RATE = 1
+    CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+
+    def __init__(self):
+        import espeakng_loader
+
+        self.lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        data_parent = str(Path(espeakng_loader.get_data_path()).parent).encode()
+        self.lib.espeak_Initialize.restype = ctypes.c_int
+        self.sample_rate = self.lib.espeak_Initialize(self.AUDIO_OUTPUT_SYNCHRONOUS, 0, data_parent, 0)
+        if self.sample_rate <= 0:
+            raise SpeechError(f"espeak-ng failed to initialise (code {self.sample_rate})")
+        self._chunks: list[bytes] = []
+        self._callback = self.CALLBACK(self._collect)  # kept referenced: C holds the pointer
+        self.lib.espeak_SetSynthCallback(self._callback)
+        self.lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
+                                          ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+
+    def _collect(self, samples, count, events) -> int:
+        if count > 0:
+            self._chunks.append(ctypes.string_at(samples, count * 2))
+        return 0  # 0 = keep going
+
+    def synthesize(self, text: str, voice: str = "en", words_per_minute: int = 160) -> bytes:
+        if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            raise SpeechError(f"espeak-ng has no voice {voice!r}")
+        self.lib.espeak_SetParameter(self.RATE, words_per_minute, 0)
+        self._chunks = []
+        data = text.encode("utf-8") + b"\0"
+        status = self.lib.espeak_Synth(data, len(data), 0, self.POS_CHARACTER, 0, self.CHARS_UTF8, None, None)
+        self.lib.espeak_Synchronize()
+        if status != 0 or not self._chunks:
+            raise SpeechError(f"espeak-ng produced no audio (status {status})")
+        buf = io.BytesIO()
+        with wave.open(buf, "wb") as wav:
+            wav.setnchannels(1)
+            wav.setsampwidth(2)
+            wav.setframerate(self.sample_rate)
+            wav.writeframes(b"".join(self._chunks))
+        return buf.getvalue()
+
+
+_espeak: _EspeakNG | None = None
+_espeak_lock = threading.Lock()  # libespeak-ng is a process-wide singleton and not thread-safe
+
+
+def espeak_speak(text: str, lang: str = "en") -> bytes:
+    """WAV bytes from the bundled espeak-ng (offline, a few milliseconds)."""
+    global _espeak
+    with _espeak_lock:
+        if _espeak is None:
+            _espeak = _EspeakNG()
+        return _espeak.synthesize(text, voice=lang)
+
+
+_cache: OrderedDict[tuple[str, str, str], Speech] = OrderedDict()
+_cache_lock = threading.Lock()
+CACHE_SIZE = 128
+
+
+def speak(text: str, lang: str = "en", engine: str = "auto", timeout: float = GTTS_TIMEOUT_S,
+          online=gtts_speak, offline=espeak_speak) -> Speech:
+    """Speak ``text``: ``engine`` "gtts" or "espeak" forces one; "auto" tries gTTS, then espeak-ng.
+
+    Raises SpeechError only when no engine worked; the message lists each engine's failure.
+    """
+    text = " ".join(text.split())
+    if not text:
+        raise SpeechError("nothing to say: the caption is empty")
+    if engine not in ENGINES:
+        raise SpeechError(f"unknown speech engine {engine!r} (choose from {', '.join(ENGINES)})")
+    key = (text, engine, lang)
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    notes: list[str] = []
+    result = None
+    if engine in ("auto", "gtts"):
+        try:
+            result = Speech(online(text, lang, timeout), "audio/mpeg", "gTTS (Google, online)")
+        except Exception as err:  # gTTSError, requests errors, timeouts, ValueError for a language
+            notes.append(f"online voice unavailable ({_short(err)})")
+    if result is None and engine in ("auto", "espeak"):
+        try:
+            result = Speech(offline(text, lang), "audio/wav", "espeak-ng (offline)", tuple(notes))
+        except Exception as err:  # missing library, unknown voice, synthesis failure
+            notes.append(f"offline voice unavailable ({_short(err)})")
+    if result is None:
+        raise SpeechError("; ".join(notes))
+    with _cache_lock:
+        _cache[key] = result
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+    return result
+
+
+def _short(err: Exception) -> str:
+    message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"{type(err).__name__}: {message[:160]}" if message else type(err).__name__
+
+
+def clear_cache() -> None:
+    with _cache_lock:
+        _cache.clear()

@@ -1,0 +1,72 @@
+"""The Streamlit page logic with Streamlit's AppTest: upload, caption, speak, greedy/beam, bad files."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import ASSETS, ROOT
+
+pytestmark = pytest.mark.usefixtures("xception_weights")
+
+
+@pytest.fixture(scope="module")
+def library_captioner():
+    from captioner import Captioner
+
+    return Captioner.load(allow_download=False)
+
+
+def _app():
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _describe(at):
+    [button] = [b for b in at.button if b.label.startswith("Describe")]
+    button.click().run()
+    assert not at.exception, at.exception
+
+
+def _captions(at) -> list[str]:
+    return [m.value[4:].rstrip(".").lower() for m in at.markdown if m.value.startswith("### ")]
+
+
+def test_upload_caption_and_speak(library_captioner):
+    at = _app()
+    data = (ASSETS / "cat.jpg").read_bytes()
+    at.file_uploader[0].set_value(("cat.jpg", data, "image/jpeg")).run()
+    _describe(at)
+    [result] = library_captioner.caption([data], beam_width=3, n_best=3)
+    assert _captions(at) == [result.captions[0].text]  # the page shows what the library computes
+    assert any("Done: 1 of 1" in s.value for s in at.success)
+    assert len(at.table) == 1  # alternatives with probabilities
+    at.button(key="speak-0").click().run()
+    assert not at.exception
+    audio = at.get("audio")
+    assert len(audio) == 1
+    assert any("Voice used:" in c.value for c in at.caption)
+
+
+def test_greedy_mode_and_several_files_with_a_bad_one(library_captioner):
+    at = _app()
+    at.sidebar.radio[0].set_value("Greedy").run()
+    good = (ASSETS / "astronaut.jpg").read_bytes()
+    at.file_uploader[0].set_value([("notes.png", b"this is a text file, not a picture", "image/png"),
+                                   ("astronaut.jpg", good, "image/jpeg")]).run()
+    _describe(at)
+    [greedy] = library_captioner.caption([good], beam_width=1)
+    assert _captions(at) == [greedy.captions[0].text]
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "notes.png" in errors[0] and "not a recognised image format" in errors[0]
+    assert any("1 of 2" in w.value for w in at.warning)
+
+
+def test_sample_button_captions_a_bundled_photo():
+    at = _app()
+    at.radio[0].set_value("Sample").run()
+    at.button(key="sample-rocket").click().run()
+    _describe(at)
+    assert len(_captions(at)) == 1 and len(_captions(at)[0].split()) >= 3

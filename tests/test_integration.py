@@ -1,0 +1,72 @@
+"""The shipped checkpoint with the real Xception weights, through the library and the CLI."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ASSETS, ROOT
+
+PEOPLE = {"man", "woman", "person", "people", "boy", "girl", "men", "women", "child", "player"}
+
+
+@pytest.fixture(scope="module")
+def captioner(xception_weights):
+    from captioner import Captioner
+
+    return Captioner.load(allow_download=False)
+
+
+def test_shipped_model_captions_a_person_sensibly(captioner):
+    [result] = captioner.caption([ASSETS / "astronaut.jpg"], beam_width=3, n_best=3)
+    words = result.captions[0].text.split()
+    assert 4 <= len(words) <= 30
+    assert PEOPLE & set(words), result.captions[0].text
+    assert words[-1] not in {"a", "an", "the", "in", "of", "with"}  # a finished sentence
+    scores = [c.score for c in result.captions]
+    assert scores == sorted(scores, reverse=True) and len(set(c.text for c in result.captions)) == 3
+
+
+def test_different_images_get_different_captions(captioner):
+    """The classic preprocessing bug gives every image the same caption."""
+    results = captioner.caption(sorted(ASSETS.glob("*.jpg")), beam_width=3)
+    texts = [r.text for r in results]
+    assert all(r.ok for r in results) and len(set(texts)) >= 4, texts
+
+
+def test_beam_one_equals_greedy_on_the_real_model(captioner):
+    import numpy as np
+
+    from captioner.config import DecodeConfig
+    from captioner.decoding import beam_search
+    from captioner.images import load_and_preprocess
+
+    feats = captioner.encoder.encode(np.stack([load_and_preprocess(p) for p in sorted(ASSETS.glob("*.jpg"))]))
+    greedy = captioner.caption_features(feats, DecodeConfig(beam_width=1))
+    for f, g in zip(feats, greedy):
+        [h] = beam_search(captioner.stepper, f, captioner.vocab.start_id, captioner.vocab.end_id, beam_width=1)
+        assert captioner.vocab.decode(h.ids) == g[0].text
+
+
+def test_cli_json_reports_bad_files_and_still_captions_the_rest(tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    proc = subprocess.run([sys.executable, "-m", "captioner", "caption", str(ASSETS / "cat.jpg"), str(bad),
+                           str(tmp_path / "missing.png"), "--json", "--beam-width", "2"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [set(line) for line in lines] == [{"image", "caption", "score"}, {"image", "error"}, {"image", "error"}]
+    assert len(lines[0]["caption"].split()) >= 3
+    assert "broken.jpg" in lines[1]["error"] and "missing.png: file not found" in lines[2]["error"]
+
+
+def test_cli_missing_model_folder_is_a_clear_message(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "captioner", "caption", str(ASSETS / "cat.jpg"),
+                           "--model", str(tmp_path / "nope")], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 2
+    assert "model folder not found" in proc.stderr and "python -m captioner train" in proc.stderr
+    assert "Traceback" not in proc.stderr
