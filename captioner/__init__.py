@@ -84,12 +84,13 @@ class Captioner:
         return [[Caption(self.vocab.decode(h.ids), h.log_prob, h.score) for h in per_image] for per_image in hyps]
 
     def caption(self, images: Sequence[ImageSource], beam_width: int = 3, n_best: int = 1, max_words: int = 30,
-                names: Sequence[str] | None = None) -> list[CaptionResult]:
-        """Caption several images (paths, bytes, file objects or PIL images).
+                names: Sequence[str] | None = None, length_alpha: float = DecodeConfig.length_alpha
+                ) -> list[CaptionResult]:
+        """Caption several images (paths, bytes, file objects or PIL images) in one encoder batch.
 
         An image that cannot be read gets ``result.error`` and the others are still captioned.
         """
-        decode = DecodeConfig(beam_width=beam_width, n_best=n_best, max_words=max_words)
+        decode = DecodeConfig(beam_width=beam_width, n_best=n_best, max_words=max_words, length_alpha=length_alpha)
         decode.validate()
         results, pixels, readable = [], [], []
         for i, source in enumerate(images):

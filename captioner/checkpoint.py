@@ -28,10 +28,15 @@ class Checkpoint:
 
 
 def save_checkpoint(model, vocab: Vocabulary, config: TrainConfig, folder: Path) -> None:
+    """Write the folder; the decoder is saved without optimizer state (a third of the size)."""
+    import keras
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    inference_copy = keras.models.clone_model(model)  # same layers and names, not compiled
+    inference_copy.set_weights(model.get_weights())
     tmp = folder / f".{DECODER_FILE}.tmp.keras"
-    model.save(tmp)
+    inference_copy.save(tmp)
     tmp.replace(folder / DECODER_FILE)
     vocab.save(folder / VOCAB_FILE)
     save_json(config.to_json(), folder / CONFIG_FILE)

@@ -34,8 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m captioner", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("caption", help="caption image files")
-    p.add_argument("images", nargs="+", type=Path)
+    p = sub.add_parser("caption", help="caption image files or whole folders")
+    p.add_argument("images", nargs="+", type=Path, help="image files and/or folders (searched recursively)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="write results to FILE.jsonl or FILE.csv (streamed; a rerun skips images already there)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per encoder batch (default %(default)s)")
     _add_model_args(p)
     _add_decode_args(p)
     p.add_argument("--n-best", type=int, default=1, help="captions per image (default %(default)s)")
@@ -92,30 +95,55 @@ def _decode_config(args, n_best: int = 1) -> DecodeConfig:
 
 def cmd_caption(args) -> int:
     from . import Captioner
+    from .batch import caption_to_file, iter_images
 
     decode = _decode_config(args, args.n_best)
     captioner = Captioner.load(args.model, args.weights)
+    if args.out:
+        summary = caption_to_file(captioner, args.images, args.out, decode, args.batch_size)
+        print(f"{summary.captioned} captioned, {summary.failed} failed, {summary.skipped} already in {args.out}",
+              file=sys.stderr)
+        return 1 if summary.failed else 0
     failed = 0
-    for path in args.images:
-        [result] = captioner.caption([path], decode.beam_width, decode.n_best, decode.max_words)
-        if not result.ok:
-            failed += 1
-            if args.json:
-                print(json.dumps({"image": str(path), "error": result.error}), flush=True)
-            else:
-                print(f"error: {result.error}", file=sys.stderr, flush=True)
-            continue
-        best = result.captions[0]
-        if args.json:
-            record = {"image": str(path), "caption": best.text, "score": round(best.score, 4)}
-            if decode.n_best > 1:
-                record["alternatives"] = [{"caption": c.text, "score": round(c.score, 4)} for c in result.captions]
-            print(json.dumps(record), flush=True)
-        else:
-            print(f"{path}: {best.text}", flush=True)
-            for c in result.captions[1:]:
-                print(f"    alt ({c.score:.3f}): {c.text}", flush=True)
+    chunk: list[Path] = []
+
+    def emit() -> int:
+        errors = 0
+        results = captioner.caption(chunk, decode.beam_width, decode.n_best, decode.max_words,
+                                    length_alpha=decode.length_alpha)
+        for path, result in zip(chunk, results):
+            errors += _print_result(path, result, args.json, decode.n_best)
+        chunk.clear()
+        return errors
+
+    for path in iter_images(args.images):
+        chunk.append(path)
+        if len(chunk) >= args.batch_size:
+            failed += emit()
+    if chunk:
+        failed += emit()
     return 1 if failed else 0
+
+
+def _print_result(path: Path, result, as_json: bool, n_best: int) -> int:
+    """Print one image's result; return 1 if it failed."""
+    if not result.ok:
+        if as_json:
+            print(json.dumps({"image": str(path), "error": result.error}), flush=True)
+        else:
+            print(f"error: {result.error}", file=sys.stderr, flush=True)
+        return 1
+    best = result.captions[0]
+    if as_json:
+        record = {"image": str(path), "caption": best.text, "score": round(best.score, 4)}
+        if n_best > 1:
+            record["alternatives"] = [{"caption": c.text, "score": round(c.score, 4)} for c in result.captions]
+        print(json.dumps(record), flush=True)
+    else:
+        print(f"{path}: {best.text}", flush=True)
+        for c in result.captions[1:]:
+            print(f"    alt ({c.score:.3f}): {c.text}", flush=True)
+    return 0
 
 
 def cmd_evaluate(args) -> int:
@@ -143,29 +171,55 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from .distributed import cluster_spec, distribution_strategy
     from .data import load_dataset
-    from .encoder import XceptionEncoder
-    from .features import extract_features
-    from .train import train
 
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
     cfg = TrainConfig(**overrides)
     cfg.validate()
+    worker, n_workers = cluster_spec()
+    strategy = distribution_strategy()  # before any other TensorFlow work (a tf.distribute rule)
     dataset = load_dataset(args.data)
     print(f"dataset: {dataset.summary()}")
     for note in dataset.problems:
         print(f"note: {note}")
+    from .encoder import XceptionEncoder
+    from .train import train
+
     encoder = XceptionEncoder.load(args.weights)
     names = dataset.split_names("train") + dataset.split_names("dev")
-    extracted = extract_features(encoder, [dataset.image_path(n) for n in names])
-    for err in extracted.errors.values():
-        print(f"note: skipped {err}")
-    features = dict(zip(extracted.names, extracted.features))
-    summary = train(dataset, features, cfg, args.out)
+    features = _sharded_features(encoder, [dataset.image_path(n) for n in names], worker, n_workers)
+    out = args.out if worker == 0 else args.out.parent / f".{args.out.name}.worker{worker}"
+    summary = train(dataset, features, cfg, out, strategy=strategy)
+    if worker != 0:
+        return 0  # only the chief keeps a checkpoint; the others' copies are identical
     if not args.no_eval:
         evaluate_and_card(args.out, dataset, encoder, cfg, summary)
     print(f"checkpoint written to {args.out}")
     return 0
+
+
+def _sharded_features(encoder, paths: list[Path], worker: int, n_workers: int) -> dict:
+    """Encode this worker's shard into the (shared) cache, wait for the others, then read them all."""
+    import hashlib
+
+    from .distributed import shard, wait_for
+    from .features import FeatureCache, extract_features
+
+    mine = extract_features(encoder, shard(paths, worker, n_workers))
+    for err in mine.errors.values():
+        print(f"note: skipped {err}")
+    if n_workers == 1:
+        return dict(zip(mine.names, mine.features))
+    # Each worker leaves a marker when its shard is in the cache; all markers = all features there.
+    run = hashlib.sha1("\n".join(map(str, paths)).encode()).hexdigest()[:12]
+    markers = FeatureCache(encoder.cache_key).folder.parent / "shards"
+    markers.mkdir(parents=True, exist_ok=True)
+    (markers / f"{run}-{worker}-of-{n_workers}.done").write_text(json.dumps(mine.errors))
+    wait_for(lambda: all((markers / f"{run}-{i}-of-{n_workers}.done").is_file() for i in range(n_workers)),
+             f"the other {n_workers - 1} worker(s) to finish their feature shards")
+    extracted = extract_features(encoder, paths, progress=False)
+    return dict(zip(extracted.names, extracted.features))
 
 
 def evaluate_and_card(folder: Path, dataset, encoder, cfg: TrainConfig, summary: dict) -> list[dict]:

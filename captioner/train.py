@@ -15,6 +15,7 @@ import numpy as np
 from .checkpoint import save_checkpoint
 from .config import TrainConfig, save_json
 from .data import CaptionDataset
+from .distributed import cluster_spec, fit_distributed
 from .vocab import Vocabulary
 
 
@@ -31,12 +32,13 @@ def encode_captions(dataset: CaptionDataset, names: list[str], vocab: Vocabulary
 
 
 def make_dataset(features: np.ndarray, image_index: np.ndarray, sequences: np.ndarray, batch_size: int,
-                 shuffle: bool, seed: int):
+                 shuffle: bool, seed: int, bucket: bool = True):
     """tf.data of ``((features (B, 2048), words (B, T)), targets (B, T), mask weights (B, T))``.
 
     Captions are grouped into batches of similar length and padded only to their batch's longest, so
     the RNN does not spend most of its steps on padding (Flickr8k captions average 12 words, the
     longest 30+): about 2-3x faster per epoch on a CPU than padding everything to the maximum.
+    ``bucket=False`` pads every batch to the full width instead (fixed shapes, for multi-worker runs).
     """
     import tensorflow as tf
 
@@ -53,6 +55,9 @@ def make_dataset(features: np.ndarray, image_index: np.ndarray, sequences: np.nd
     if shuffle:
         ds = ds.shuffle(len(sequences), seed=seed, reshuffle_each_iteration=True)
     ds = ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE)
+    if not bucket:
+        width = sequences.shape[1] - 1
+        return ds.padded_batch(batch_size, (([None], [width]), [width], [width]), drop_remainder=True).prefetch(2)
     boundaries = [8, 10, 12, 14, 16, 19, 23]
     ds = ds.bucket_by_sequence_length(lambda inputs, targets, weights: tf.shape(targets)[0], boundaries,
                                       [batch_size] * (len(boundaries) + 1))
@@ -60,15 +65,18 @@ def make_dataset(features: np.ndarray, image_index: np.ndarray, sequences: np.nd
 
 
 def train(dataset: CaptionDataset, features_by_name: dict[str, np.ndarray], cfg: TrainConfig, out_dir: Path,
-          log=print) -> dict:
+          log=print, strategy=None) -> dict:
     """Fit a decoder; keep the epoch with the best dev loss; write the checkpoint folder.
 
-    Returns the training summary (also saved as ``training.json``).
+    ``strategy``: a ``tf.distribute`` strategy (see ``distributed.py``); ``cfg.batch_size`` is then the
+    global batch, split across replicas. Returns the training summary (also saved as ``training.json``).
     """
     import keras
+    import tensorflow as tf
 
     from .decoders import build_merge_model
 
+    strategy = strategy or tf.distribute.get_strategy()
     cfg.validate()
     keras.utils.set_random_seed(cfg.seed)
     out_dir = Path(out_dir)
@@ -80,35 +88,46 @@ def train(dataset: CaptionDataset, features_by_name: dict[str, np.ndarray], cfg:
     vocab = Vocabulary.fit((c for n in train_names for c in dataset.captions[n]), cfg.min_word_count)
     log(f"vocabulary: {len(vocab)} words (seen >= {cfg.min_word_count} times in {len(train_names)} training images)")
 
+    _, n_workers = cluster_spec()
+
     def split_data(names, shuffle):
         feats = np.stack([features_by_name[n] for n in names]).astype(np.float32)
         idx, seqs = encode_captions(dataset, names, vocab, cfg.max_caption_words)
-        return make_dataset(feats, idx, seqs, cfg.batch_size, shuffle, cfg.seed), len(seqs)
+        ds = make_dataset(feats, idx, seqs, cfg.batch_size, shuffle, cfg.seed, bucket=n_workers == 1)
+        # Workers must run the same number of steps; length buckets make the batch count vary, so
+        # with several workers the data repeats and each epoch is a fixed number of steps.
+        steps = max(1, len(seqs) // cfg.batch_size // n_workers) if n_workers > 1 else None
+        return (ds.repeat() if steps else ds), len(seqs), steps
 
-    train_ds, n_train = split_data(train_names, True)
-    dev_ds, n_dev = split_data(dev_names, False)
-    log(f"captions: {n_train} train, {n_dev} dev")
-    model = build_merge_model(len(vocab), cfg)
-    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate, clipnorm=5.0),
-                  # mean over real (unpadded) words, so the loss reads as cross-entropy per word
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True,
-                                                                  reduction="mean_with_sample_weight"),
-                  weighted_metrics=[])
+    train_ds, n_train, train_steps = split_data(train_names, True)
+    dev_ds, n_dev, dev_steps = split_data(dev_names, False)
+    log(f"captions: {n_train} train, {n_dev} dev; {strategy.num_replicas_in_sync} replica(s), {n_workers} worker(s)")
+    with strategy.scope():
+        model = build_merge_model(len(vocab), cfg)
+        model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate, clipnorm=5.0),
+                      # mean over real (unpadded) words, so the loss reads as cross-entropy per word
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True,
+                                                                      reduction="mean_with_sample_weight"),
+                      weighted_metrics=[])
     log(f"decoder: {model.count_params():,} parameters")
-    best_path = out_dir / ".best.weights.h5"
-    callbacks = [
-        keras.callbacks.ModelCheckpoint(best_path, monitor="val_loss", save_best_only=True, save_weights_only=True),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience),
-        keras.callbacks.CSVLogger(out_dir / "history.csv"),
-    ]
     start = time.perf_counter()
-    history = model.fit(train_ds, validation_data=dev_ds, epochs=cfg.epochs, callbacks=callbacks,
-                        verbose=2 if not sys.stderr.isatty() else 1)
+    if n_workers > 1:
+        losses = fit_distributed(model, train_ds, dev_ds, cfg.epochs, train_steps, dev_steps, cfg.patience,
+                                 strategy, log)
+    else:
+        best_path = out_dir / ".best.weights.h5"
+        callbacks = [
+            keras.callbacks.ModelCheckpoint(best_path, monitor="val_loss", save_best_only=True,
+                                            save_weights_only=True),
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience),
+            keras.callbacks.CSVLogger(out_dir / "history.csv"),
+        ]
+        losses = model.fit(train_ds, validation_data=dev_ds, epochs=cfg.epochs, callbacks=callbacks,
+                           verbose=2 if not sys.stderr.isatty() else 1).history
+        model.load_weights(best_path)
+        best_path.unlink(missing_ok=True)
     seconds = time.perf_counter() - start
-    model.load_weights(best_path)
-    best_path.unlink(missing_ok=True)
     save_checkpoint(model, vocab, cfg, out_dir)
-    losses = history.history
     best_epoch = int(np.argmin(losses["val_loss"])) + 1
     summary = {
         "train_seconds": round(seconds, 1), "epochs_run": len(losses["loss"]), "best_epoch": best_epoch,

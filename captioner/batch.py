@@ -1,0 +1,122 @@
+"""Captioning whole folders into a JSON-lines or CSV file: streamed, resumable, errors recorded per image.
+
+Memory stays bounded whatever the number of images: folders are walked lazily, a few images are
+decoded at a time, and each result is written (and flushed) as soon as it is known.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .config import DecodeConfig
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif"}
+CSV_FIELDS = ("image", "caption", "score", "error")
+
+
+@dataclass
+class BatchSummary:
+    captioned: int = 0
+    failed: int = 0
+    skipped: int = 0  # already in the output file from an earlier run
+
+
+def iter_images(inputs: Iterable[Path]) -> Iterator[Path]:
+    """Files given directly, and image files found recursively (sorted) in folders given."""
+    for item in inputs:
+        item = Path(item)
+        if item.is_dir():
+            for folder, dirs, files in os.walk(item):
+                dirs.sort()
+                for name in sorted(files):
+                    if Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                        yield Path(folder) / name
+        else:
+            yield item  # a missing or odd file gets its own error line
+
+
+def _format(out: Path) -> str:
+    suffix = out.suffix.lower()
+    if suffix not in (".jsonl", ".csv"):
+        raise ValueError(f"{out}: output must end in .jsonl or .csv")
+    return suffix[1:]
+
+
+def done_images(out: Path) -> set[str]:
+    """Images already recorded in ``out`` (so a rerun resumes instead of starting over)."""
+    if not out.is_file():
+        return set()
+    done: set[str] = set()
+    with open(out, encoding="utf-8", newline="") as fh:
+        if _format(out) == "csv":
+            done.update(row["image"] for row in csv.DictReader(fh) if row.get("image"))
+        else:
+            for line in fh:
+                try:
+                    done.add(json.loads(line)["image"])
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut short by an interruption: that image is redone
+    return done
+
+
+def caption_to_file(captioner, inputs: Iterable[Path], out: Path, decode: DecodeConfig | None = None,
+                    batch_size: int = 16, progress: bool = True) -> BatchSummary:
+    """Caption every image under ``inputs`` into ``out`` (.jsonl or .csv), skipping ones already there."""
+    from tqdm import tqdm
+
+    decode = decode or DecodeConfig()
+    out = Path(out)
+    fmt = _format(out)
+    done = done_images(out)
+    total = sum(1 for _ in iter_images(inputs))
+    summary = BatchSummary()
+    new_file = not out.is_file() or out.stat().st_size == 0
+    _repair_last_line(out)
+    with open(out, "a", encoding="utf-8", newline="") as fh, \
+            tqdm(total=total, unit="img", desc="captioning", disable=not progress, file=sys.stderr) as bar:
+        writer = csv.DictWriter(fh, CSV_FIELDS) if fmt == "csv" else None
+        if writer and new_file:
+            writer.writeheader()
+        chunk: list[Path] = []
+
+        def flush_chunk() -> None:
+            results = captioner.caption(chunk, decode.beam_width, decode.n_best, decode.max_words,
+                                        length_alpha=decode.length_alpha)
+            for path, result in zip(chunk, results):
+                record = ({"image": str(path), "caption": result.text, "score": round(result.captions[0].score, 4)}
+                          if result.ok else {"image": str(path), "error": result.error})
+                if writer:
+                    writer.writerow(record)
+                else:
+                    fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+                summary.captioned += result.ok
+                summary.failed += not result.ok
+            fh.flush()
+            bar.update(len(chunk))
+            chunk.clear()
+
+        for path in iter_images(inputs):
+            if str(path) in done:
+                summary.skipped += 1
+                bar.update(1)
+                continue
+            chunk.append(path)
+            if len(chunk) >= batch_size:
+                flush_chunk()
+        if chunk:
+            flush_chunk()
+    return summary
+
+
+def _repair_last_line(out: Path) -> None:
+    """An interrupted run can leave half a line at the end; make sure appends start on a new line."""
+    if out.is_file() and out.stat().st_size:
+        with open(out, "rb+") as fh:
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                fh.write(b"\n")

@@ -1,0 +1,74 @@
+"""Batch captioning of folders: recursion, JSONL/CSV output, per-image errors, resuming."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from captioner import Caption, CaptionResult
+from captioner.batch import caption_to_file, done_images, iter_images
+from captioner.images import ImageError, load_image
+
+
+class FakeCaptioner:
+    """Reads each image for real (so bad files fail as they would) and 'captions' it by its size."""
+
+    def __init__(self):
+        self.calls: list[int] = []
+
+    def caption(self, images, beam_width=3, n_best=1, max_words=30, names=None, length_alpha=0.7):
+        self.calls.append(len(images))
+        results = []
+        for path in images:
+            try:
+                img = load_image(path)
+                results.append(CaptionResult(str(path), [Caption(f"a picture {img.width} wide", -1.0, -0.5)]))
+            except ImageError as err:
+                results.append(CaptionResult(str(path), error=str(err)))
+        return results
+
+
+@pytest.fixture
+def photo_tree(tmp_path, make_image):
+    root = tmp_path / "photos"
+    make_image("b.jpg", size=(20, 10), folder=root)
+    make_image("a.png", size=(30, 10), folder=root / "2024" / "summer")
+    make_image("c.JPG", size=(40, 10), folder=root / "2023")
+    (root / "notes.txt").write_text("not an image, and not picked up")
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    return root
+
+
+def test_walks_folders_recursively_in_order(photo_tree):
+    found = [p.relative_to(photo_tree).as_posix() for p in iter_images([photo_tree])]
+    assert found == ["b.jpg", "broken.jpg", "2023/c.JPG", "2024/summer/a.png"]
+
+
+def test_jsonl_output_records_errors_and_resumes(photo_tree, tmp_path):
+    out = tmp_path / "captions.jsonl"
+    fake = FakeCaptioner()
+    summary = caption_to_file(fake, [photo_tree], out, batch_size=2, progress=False)
+    assert (summary.captioned, summary.failed, summary.skipped) == (3, 1, 0)
+    assert fake.calls == [2, 2]  # batched
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {line["image"].split("/")[-1]: line.get("caption") for line in lines}["c.JPG"] == "a picture 40 wide"
+    assert [line for line in lines if "error" in line][0]["image"].endswith("broken.jpg")
+    # an interrupted run leaves half a line: a rerun redoes only what is missing
+    out.write_text("\n".join(out.read_text().splitlines()[:2]) + '\n{"image": "half')
+    again = caption_to_file(FakeCaptioner(), [photo_tree], out, progress=False)
+    assert (again.skipped, again.captioned + again.failed) == (2, 2)
+    assert len(done_images(out)) == 4
+
+
+def test_csv_output(photo_tree, tmp_path):
+    out = tmp_path / "captions.csv"
+    caption_to_file(FakeCaptioner(), [photo_tree], out, progress=False)
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 4 and set(rows[0]) == {"image", "caption", "score", "error"}
+    assert caption_to_file(FakeCaptioner(), [photo_tree], out, progress=False).skipped == 4
+
+
+def test_rejects_unknown_output_format(photo_tree, tmp_path):
+    with pytest.raises(ValueError, match="must end in .jsonl or .csv"):
+        caption_to_file(FakeCaptioner(), [photo_tree], tmp_path / "out.txt", progress=False)
