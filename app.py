@@ -26,6 +26,7 @@ st.set_page_config(page_title="captioner: describe a photo", page_icon="🖼️"
 @st.cache_resource(show_spinner="Loading the captioning model (once per server)…")
 def load_captioner(model_dir: str) -> Captioner:
     """One Captioner per model folder for the whole server process, shared by every session."""
+    print(f"captioner: loading model {model_dir}", flush=True)  # the load test counts these lines
     return Captioner.load(model_dir, allow_download=False)
 
 
@@ -128,7 +129,7 @@ def show_result(index: int, item: dict, settings: dict) -> None:
         st.download_button("Download caption text", text + "\n", file_name=f"{Path(item['name']).stem}.txt",
                            mime="text/plain", key=f"download-text-{index}")
         speech_key = f"speech-{index}"
-        if st.button("🔊 Speak caption", key=f"speak-{index}"):
+        if st.button("Speak caption", key=f"speak-{index}", icon=":material/volume_up:"):
             try:
                 st.session_state[speech_key] = speak(best.text, settings["lang"], settings["engine"])
             except SpeechError as err:

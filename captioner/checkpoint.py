@@ -8,10 +8,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import TrainConfig, save_json
+from .config import DecodeConfig, TrainConfig, save_json
 from .vocab import Vocabulary, VocabError
 
 DECODER_FILE, VOCAB_FILE, CONFIG_FILE = "decoder.keras", "vocab.json", "config.json"
+DECODING_FILE = "decoding.json"  # decoding settings chosen on held-out training images (optional)
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "merge-lstm"
 
 
@@ -25,6 +26,7 @@ class Checkpoint:
     vocab: Vocabulary
     config: TrainConfig
     folder: Path
+    length_alpha: float = DecodeConfig.length_alpha  # from decoding.json when the folder has one
 
 
 def save_checkpoint(model, vocab: Vocabulary, config: TrainConfig, folder: Path) -> None:
@@ -33,7 +35,7 @@ def save_checkpoint(model, vocab: Vocabulary, config: TrainConfig, folder: Path)
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    inference_copy = keras.models.clone_model(model)  # same layers and names, not compiled
+    inference_copy = keras.Model.from_config(model.get_config())  # same layers and names, not compiled
     inference_copy.set_weights(model.get_weights())
     tmp = folder / f".{DECODER_FILE}.tmp.keras"
     inference_copy.save(tmp)
@@ -75,7 +77,13 @@ def load_checkpoint(folder: str | Path | None = None) -> Checkpoint:
     if output_size != len(vocab):
         raise CheckpointError(f"{folder}: the vocabulary has {len(vocab)} words but the decoder predicts "
                               f"{output_size}; {VOCAB_FILE} belongs to a different checkpoint")
-    return Checkpoint(model, vocab, config, folder)
+    alpha = DecodeConfig.length_alpha
+    if (folder / DECODING_FILE).is_file():
+        try:
+            alpha = float(json.loads((folder / DECODING_FILE).read_text(encoding="utf-8"))["length_alpha"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(f"{folder / DECODING_FILE}: unreadable ({err})") from err
+    return Checkpoint(model, vocab, config, folder, alpha)
 
 
 def available_models(root: Path | None = None) -> list[Path]:

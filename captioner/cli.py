@@ -26,8 +26,9 @@ def _add_decode_args(parser: argparse.ArgumentParser) -> None:
     d = DecodeConfig()
     parser.add_argument("--beam-width", type=int, default=d.beam_width, help="1 = greedy (default %(default)s)")
     parser.add_argument("--max-words", type=int, default=d.max_words, help="default %(default)s")
-    parser.add_argument("--length-alpha", type=float, default=d.length_alpha,
-                        help="beam length normalisation exponent (default %(default)s)")
+    parser.add_argument("--length-alpha", type=float, default=None,
+                        help="beam length normalisation exponent (default: the model's tuned value, "
+                             f"else {d.length_alpha})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,9 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _decode_config(args, n_best: int = 1) -> DecodeConfig:
-    cfg = DecodeConfig(beam_width=args.beam_width, n_best=n_best, max_words=args.max_words,
-                       length_alpha=args.length_alpha)
+def _decode_config(args, n_best: int = 1, default_alpha: float = DecodeConfig.length_alpha) -> DecodeConfig:
+    alpha = default_alpha if args.length_alpha is None else args.length_alpha
+    cfg = DecodeConfig(beam_width=args.beam_width, n_best=n_best, max_words=args.max_words, length_alpha=alpha)
     cfg.validate()
     return cfg
 
@@ -97,8 +98,9 @@ def cmd_caption(args) -> int:
     from . import Captioner
     from .batch import caption_to_file, iter_images
 
-    decode = _decode_config(args, args.n_best)
+    _decode_config(args, args.n_best)  # bad settings are reported before the slow model load
     captioner = Captioner.load(args.model, args.weights)
+    decode = _decode_config(args, args.n_best, captioner.checkpoint.length_alpha)
     if args.out:
         summary = caption_to_file(captioner, args.images, args.out, decode, args.batch_size)
         print(f"{summary.captioned} captioned, {summary.failed} failed, {summary.skipped} already in {args.out}",
@@ -151,9 +153,10 @@ def cmd_evaluate(args) -> int:
     from .data import load_dataset
     from .evaluate import evaluate_split, format_metrics, write_report
 
-    decode = _decode_config(args)
+    _decode_config(args)
     dataset = load_dataset(args.data)
     captioner = Captioner.load(args.model, args.weights)
+    decode = _decode_config(args, default_alpha=captioner.checkpoint.length_alpha)
     result = evaluate_split(captioner, dataset, args.split, decode, args.images, progress=not args.json)
     if args.report:
         write_report(result, args.images or dataset.image_dir, args.report)
@@ -226,10 +229,16 @@ def evaluate_and_card(folder: Path, dataset, encoder, cfg: TrainConfig, summary:
     """Dev metrics for greedy, beam 3 and beam 5 (plus full-resolution originals when the dataset has
     them), written into metrics.json and MODEL_CARD.md."""
     from . import Captioner
-    from .checkpoint import load_checkpoint
-    from .evaluate import evaluate_split, format_metrics
+    from .checkpoint import DECODING_FILE, load_checkpoint
+    from .config import save_json
+    from .evaluate import evaluate_split, format_metrics, tune_length_alpha
     from .modelcard import write_model_card
+    from .train import TUNE_FILE
 
+    tuned = tune_length_alpha(Captioner(encoder, load_checkpoint(folder)), dataset, Path(folder) / TUNE_FILE)
+    if tuned:
+        save_json(tuned, Path(folder) / DECODING_FILE)
+        print(f"length_alpha {tuned['length_alpha']} chosen on held-out training images: {tuned['sweep_cider']}")
     captioner = Captioner(encoder, load_checkpoint(folder))
     runs = [("dev, greedy", 1, None), ("dev, beam 3", 3, None), ("dev, beam 5", 5, None)]
     originals = dataset.image_dir.parent / "originals"
@@ -237,13 +246,14 @@ def evaluate_and_card(folder: Path, dataset, encoder, cfg: TrainConfig, summary:
         runs += [("dev originals (full resolution), beam 3", 3, originals)]
     evaluations = []
     for label, width, images in runs:
-        result = evaluate_split(captioner, dataset, "dev", DecodeConfig(beam_width=width), images)
+        decode = DecodeConfig(beam_width=width, length_alpha=captioner.checkpoint.length_alpha)
+        result = evaluate_split(captioner, dataset, "dev", decode, images)
         print(f"{label}: {format_metrics(result.metrics)}")
         evaluations.append({"label": label, "metrics": result.metrics, "settings": result.settings})
         if images is not None:  # the same images at the squashed 224x224 size, for comparison
             subset = Path(folder) / ".originals_subset.txt"
             subset.write_text("\n".join(result.predictions) + "\n")
-            same = evaluate_split(captioner, dataset, str(subset), DecodeConfig(beam_width=width))
+            same = evaluate_split(captioner, dataset, str(subset), decode)
             subset.unlink()
             same.settings["split"] = "dev (the same images, squashed 224x224 copies)"
             print(f"  same images squashed: {format_metrics(same.metrics)}")

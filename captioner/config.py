@@ -22,11 +22,13 @@ class TrainConfig:
     rnn: str = "lstm"  # "lstm" or "gru"
     embedding_dim: int = 256  # word-embedding width
     units: int = 512  # RNN units and width of the merge layers
-    dropout: float = 0.5  # on image features, embeddings and the merged vector
+    dropout: float = 0.5  # on the image features and the word embeddings
     min_word_count: int = 5  # words seen fewer times in *training* captions become <unk>
     max_caption_words: int = 32  # longer captions are cut for the loss (evaluation references never are)
     epochs: int = 30  # upper bound; early stopping usually ends sooner
     patience: int = 3  # epochs without dev-loss improvement before stopping
+    lr_patience: int = 1  # epochs without improvement before the learning rate is halved (0 = never)
+    tune_images: int = 300  # training images held out to choose decoding settings (never dev)
     batch_size: int = 64
     learning_rate: float = 1e-3
     seed: int = 42

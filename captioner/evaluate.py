@@ -115,6 +115,24 @@ def evaluate_split(captioner, dataset: CaptionDataset, split: str, decode: Decod
     return EvalResult(metrics, per_image, predictions, references, settings, notes)
 
 
+ALPHA_GRID = (0.0, 0.4, 0.7, 1.0, 1.3)
+
+
+def tune_length_alpha(captioner, dataset: CaptionDataset, names_file: Path, beam_width: int = 3) -> dict | None:
+    """Choose beam search's length-normalisation exponent by CIDEr on held-out *training* images
+    (the names in ``names_file``), never on dev. Returns the choice and the sweep, or None if no file."""
+    if not Path(names_file).is_file() or not Path(names_file).read_text().strip():
+        return None
+    sweep = {}
+    for alpha in ALPHA_GRID:
+        result = evaluate_split(captioner, dataset, str(names_file), DecodeConfig(beam_width=beam_width,
+                                length_alpha=alpha), progress=False)
+        sweep[str(alpha)] = round(result.metrics["CIDEr"], 4)
+    best = max(ALPHA_GRID, key=lambda a: sweep[str(a)])
+    return {"length_alpha": best, "sweep_cider": sweep, "beam_width": beam_width,
+            "selected_on": f"{result.settings['n_images']} training images held out from training"}
+
+
 def _thumbnail_data_uri(path: Path, side: int = 224) -> str:
     from .images import ImageError, load_image
 

@@ -71,6 +71,9 @@ def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
 
 def decode_image_bytes(data: bytes, label: str = "image") -> Image.Image:
     """Decode encoded image bytes into an upright RGB image, with size and integrity checks."""
+    head = data[:1024].lstrip().lower()
+    if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head):
+        raise ImageError(f"{label}: SVG vector drawings are not supported; export it as PNG or JPEG first")
     with warnings.catch_warnings():
         # Pillow warns before it raises on bombs; we turn both into one clear error.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -90,7 +93,8 @@ def decode_image_bytes(data: bytes, label: str = "image") -> Image.Image:
         except UnidentifiedImageError as err:
             raise ImageError(f"{label}: not a recognised image format (is it really a picture?)") from err
         except (OSError, SyntaxError, ValueError, EOFError) as err:
-            raise ImageError(f"{label}: image data is corrupt or truncated ({err})") from err
+            detail = " ".join(str(err).split())  # some decoders put newlines in their messages
+            raise ImageError(f"{label}: image data is corrupt or truncated ({detail})") from err
     img = ImageOps.exif_transpose(img) or img  # phones store portrait shots rotated + an EXIF flag
     return _to_rgb(img, label)
 

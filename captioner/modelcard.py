@@ -16,7 +16,11 @@ def _row(label: str, metrics: dict, n_images: int) -> str:
 
 def write_model_card(folder: Path, cfg: TrainConfig, training: dict, evaluations: list[dict]) -> None:
     """``evaluations``: dicts with ``label``, ``metrics`` and ``settings`` (as in EvalResult)."""
+    import json
+
     folder = Path(folder)
+    decoding_file = folder / "decoding.json"
+    decoding = json.loads(decoding_file.read_text()) if decoding_file.is_file() else {}
     save_json({"evaluations": evaluations, "training": training}, folder / "metrics.json")
     size_mb = (folder / "decoder.keras").stat().st_size / 2**20
     header = "| evaluation | images | " + " | ".join(METRIC_ORDER) + " |"
@@ -30,14 +34,17 @@ Xception (ImageNet, frozen, pooled 2048-d features at 299x299) + **{cfg.decoder}
 
 ## Data
 - Flickr8k as shipped in `../shared/flickr8k` (images squashed to 224x224 by a third party).
-- Trained on the official **train** split plus the images in no split ({training['train_images']} images,
-  {training['train_captions']} captions); early stopping on **dev** loss. The official test split was
-  never seen. Figures below are on **dev** (1,000 images, 5 references each).
+- Trained on the official **train** split plus the images in no split, less {training.get('tune_images', 0)}
+  images held out to choose decoding settings ({training['train_images']} images, {training['train_captions']}
+  captions); early stopping on **dev** loss. The official test split was never seen. Figures below are
+  on **dev** (1,000 images, 5 references each).
 - Vocabulary: {training['vocab_size']} words (seen at least {cfg.min_word_count} times in training captions).
 
 ## Results (dev split)
 Metric tools: BLEU with nltk `corpus_bleu` over all five references; CIDEr (CIDEr-D), METEOR 1.5 and
-ROUGE-L with pycocoevalcap. Beam search uses length normalisation (alpha 0.7).
+ROUGE-L with pycocoevalcap. Beam search ranks captions by log-probability / length^alpha with
+alpha = {decoding.get('length_alpha', 0.7)}, {decoding.get('selected_on', 'the default')} (CIDEr by alpha there:
+{decoding.get('sweep_cider', 'not tuned')}).
 
 {chr(10).join(rows)}
 

@@ -19,6 +19,19 @@ from .distributed import cluster_spec, fit_distributed
 from .vocab import Vocabulary
 
 
+TUNE_FILE = "tune_images.txt"  # the held-out training images, saved beside the checkpoint
+
+
+def hold_out(names: list[str], count: int, seed: int) -> tuple[list[str], list[str]]:
+    """Split ``count`` images (a seeded random choice) off ``names``: (kept, held out)."""
+    if count <= 0:
+        return list(names), []
+    if count >= len(names):
+        raise ValueError(f"cannot hold out {count} of {len(names)} training images")
+    chosen = set(np.random.default_rng(seed).choice(sorted(names), size=count, replace=False).tolist())
+    return [n for n in names if n not in chosen], [n for n in names if n in chosen]
+
+
 def encode_captions(dataset: CaptionDataset, names: list[str], vocab: Vocabulary,
                     max_words: int) -> tuple[np.ndarray, np.ndarray]:
     """-> (image index per caption (N,), padded id sequences (N, max_words + 2)) for ``names``."""
@@ -83,6 +96,8 @@ def train(dataset: CaptionDataset, features_by_name: dict[str, np.ndarray], cfg:
     out_dir.mkdir(parents=True, exist_ok=True)
     train_names = [n for n in dataset.split_names("train") if n in features_by_name]
     dev_names = [n for n in dataset.split_names("dev") if n in features_by_name]
+    train_names, tune_names = hold_out(train_names, cfg.tune_images, cfg.seed)
+    (out_dir / TUNE_FILE).write_text("".join(f"{n}\n" for n in tune_names), encoding="utf-8")
     if not train_names or not dev_names:
         raise ValueError(f"need features for train and dev images (have {len(train_names)} / {len(dev_names)})")
     vocab = Vocabulary.fit((c for n in train_names for c in dataset.captions[n]), cfg.min_word_count)
@@ -120,6 +135,8 @@ def train(dataset: CaptionDataset, features_by_name: dict[str, np.ndarray], cfg:
             keras.callbacks.ModelCheckpoint(best_path, monitor="val_loss", save_best_only=True,
                                             save_weights_only=True),
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience),
+            *([keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=cfg.lr_patience,
+                                                 min_lr=1e-5)] if cfg.lr_patience else []),
             keras.callbacks.CSVLogger(out_dir / "history.csv"),
         ]
         losses = model.fit(train_ds, validation_data=dev_ds, epochs=cfg.epochs, callbacks=callbacks,
@@ -134,6 +151,7 @@ def train(dataset: CaptionDataset, features_by_name: dict[str, np.ndarray], cfg:
         "best_val_loss": float(min(losses["val_loss"])), "loss": [float(x) for x in losses["loss"]],
         "val_loss": [float(x) for x in losses["val_loss"]], "parameters": int(model.count_params()),
         "vocab_size": len(vocab), "train_images": len(train_names), "train_captions": n_train,
+        "tune_images": len(tune_names),
     }
     save_json(summary, out_dir / "training.json")
     plot_curve(summary, out_dir / "training_curve.png")

@@ -1,0 +1,117 @@
+"""Shared helpers for driving the real app in headless Chromium: start the server, open sessions,
+upload, caption, speak. Used by test_browser.py, test_load.py and reliability_report.py."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "artifacts"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def streamlit_server(log_name: str = "streamlit.log", start_timeout: float = 120.0):
+    """Run ``streamlit run app.py`` on a free loopback port; yields (url, log path)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    log_path = ARTIFACTS / log_name
+    port = free_port()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                                 "--server.address", "127.0.0.1", "--server.headless", "true",
+                                 "--browser.gatherUsageStats", "false"], cwd=ROOT, stdout=log,
+                                stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.time() + start_timeout
+            while True:
+                try:
+                    if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                        break
+                except OSError:
+                    if time.time() > deadline or proc.poll() is not None:
+                        raise RuntimeError(f"streamlit did not start (see {log_path})")
+                    time.sleep(0.5)
+            yield url, log_path
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def new_browser():
+    """Headless Debian Chromium driven by Selenium (the flags keep it off the network)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if not chromium or not driver_path:
+        raise RuntimeError("Chromium and ChromeDriver are needed: `make browser` installs them")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--window-size=1400,1800"):
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service(driver_path), options=options)
+
+
+def click_button(driver, wait, text: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+
+    button = wait.until(EC.element_to_be_clickable((By.XPATH, f"//button[contains(., '{text}')]")))
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", button)
+    button.click()
+
+
+def caption_in_browser(driver, url: str, image: Path, speak: bool = True, timeout: float = 300) -> dict:
+    """Open the page, upload ``image``, caption it, optionally speak it. Returns what the page showed
+    and how long each part took."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(driver, timeout)
+    driver.get(url)
+    upload = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "input[type='file']")))
+    upload.send_keys(str(image))
+    wait.until(EC.presence_of_element_located((By.XPATH, f"//*[contains(text(), '{image.name}')]")))
+    start = time.perf_counter()
+    click_button(driver, wait, "Describe the image")
+    heading = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "[data-testid='stMarkdownContainer'] h3")))
+    result = {"caption": heading.text.strip().rstrip(".").lower(), "caption_s": time.perf_counter() - start}
+    img = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "[data-testid='stImage'] img")))
+    result["alt"] = img.get_attribute("alt")
+    if speak:
+        start = time.perf_counter()
+        click_button(driver, wait, "Speak caption")
+        audio = wait.until(EC.presence_of_element_located((By.TAG_NAME, "audio")))
+        result["audio_src"] = audio.get_attribute("src")
+        duration = 0.0
+        for _ in range(120):  # until the browser has decoded the audio's metadata
+            duration = driver.execute_script(
+                "const a = document.querySelector('audio'); return a && a.readyState >= 1 ? a.duration : 0;") or 0.0
+            if duration > 0:
+                break
+            time.sleep(0.25)
+        result["audio_duration_s"] = duration
+        result["speech_s"] = time.perf_counter() - start
+        voices = driver.find_elements(By.XPATH, "//*[contains(text(), 'Voice used:')]")
+        result["voice"] = voices[0].text if voices else ""
+    return result

@@ -1,0 +1,100 @@
+"""Odd and hostile files through the library, the CLI and the page: a caption or a specific error,
+never a traceback, a hang or runaway memory."""
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import ASSETS, ROOT
+from hostile_corpus import build_corpus
+
+pytestmark = pytest.mark.usefixtures("xception_weights")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("hostile")
+    return folder, build_corpus(folder)
+
+
+@pytest.fixture(scope="module")
+def captioner():
+    from captioner import Captioner
+
+    return Captioner.load(allow_download=False)
+
+
+def test_library_gives_a_caption_or_a_specific_error(corpus, captioner):
+    folder, cases = corpus
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for case in cases:
+        start = time.perf_counter()
+        [result] = captioner.caption([folder / case.filename])
+        seconds = time.perf_counter() - start
+        assert seconds < 30, f"{case.filename} took {seconds:.1f} s"
+        if case.should_caption:
+            assert result.ok and len(result.text.split()) >= 2, (case.filename, result.error)
+        else:
+            assert not result.ok and case.expect in result.error, (case.filename, result.error)
+            assert case.filename in result.error  # the message names the file
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 1024
+    assert grown_mb < 1024, f"peak memory grew by {grown_mb:.0f} MB"
+
+
+def test_exif_rotated_photo_is_captioned_upright(corpus, captioner):
+    from PIL import Image
+
+    from captioner.images import load_and_preprocess, preprocess_image
+
+    folder, _ = corpus
+    upright = load_and_preprocess(ASSETS / "astronaut.jpg")
+    turned = load_and_preprocess(folder / "exif-rotated.jpg")
+    sideways = preprocess_image(Image.open(folder / "exif-rotated.jpg").convert("RGB"))  # EXIF ignored
+    feats = captioner.encoder.encode(np.stack([upright, turned, sideways]))
+    cosine = feats @ feats.T / np.outer(np.linalg.norm(feats, axis=1), np.linalg.norm(feats, axis=1))
+    assert cosine[0, 1] > 0.97 and cosine[0, 1] > cosine[0, 2] + 0.02
+    [a], [b] = captioner.caption_features(feats[:2])
+    assert a.text == b.text
+
+
+def test_cli_over_the_whole_corpus(corpus):
+    folder, cases = corpus
+    proc = subprocess.run([sys.executable, "-m", "captioner", "caption", str(folder), "--json", "--beam-width", "2"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 1  # some inputs are bad, and the exit status says so
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    lines = {json.loads(line)["image"].rsplit("/", 1)[-1]: json.loads(line) for line in proc.stdout.splitlines()}
+    assert set(lines) == {c.filename for c in cases if not c.filename.endswith(".svg")} | {"drawing.svg"}
+    for case in cases:
+        line = lines[case.filename]
+        if case.should_caption:
+            assert "caption" in line, line
+        else:
+            assert case.expect in line["error"], line
+
+
+def test_page_reports_each_bad_upload_and_captions_the_rest(corpus):
+    from streamlit.testing.v1 import AppTest
+
+    folder, cases = corpus
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
+    at.run()
+    at.file_uploader[0].set_value([(c.filename, (folder / c.filename).read_bytes(), "application/octet-stream")
+                                   for c in cases]).run()
+    [button] = [b for b in at.button if b.label.startswith("Describe")]
+    button.click().run()
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error]
+    bad = [c for c in cases if not c.should_caption]
+    assert len(errors) == len(bad)
+    for case, message in zip(bad, errors):
+        assert case.filename in message and case.expect in message
+    n_good = len(cases) - len(bad)
+    assert sum(1 for m in at.markdown if m.value.startswith("### ")) == n_good
+    assert any(f"{n_good} of {len(cases)}" in w.value for w in at.warning)
