@@ -18,7 +18,8 @@ from captioner.weights import WeightsError  # noqa: E402
 
 ASSETS = Path(__file__).parent / "assets"
 SAMPLES = sorted(ASSETS.glob("*.jpg"))
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "heic", "heif", "avif"]
+# svg is accepted only to explain that vector drawings are not supported, rather than hide it in the picker
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "heic", "heif", "avif", "svg"]
 
 st.set_page_config(page_title="captioner: describe a photo", page_icon="🖼️", layout="wide")
 

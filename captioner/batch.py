@@ -15,7 +15,8 @@ from typing import Iterable, Iterator
 
 from .config import DecodeConfig
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif",
+                  ".svg"}  # SVG is picked up so that each one gets its "not supported" line
 CSV_FIELDS = ("image", "caption", "score", "error")
 
 

@@ -47,7 +47,11 @@ def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
     """
     label = _name_of(source, name)
     if isinstance(source, Image.Image):
-        return _to_rgb(ImageOps.exif_transpose(source) or source, label)
+        # Only an image fresh from a file (it still has a format) has pixels in stored orientation; one
+        # made by convert/transpose/etc. may keep the EXIF tag but is already as its owner wants it.
+        if source.format:
+            source = ImageOps.exif_transpose(source) or source
+        return _to_rgb(source, label)
     try:
         if isinstance(source, (str, Path)):
             path = Path(source)

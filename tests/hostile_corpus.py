@@ -52,7 +52,7 @@ def build_corpus(folder: Path) -> list[Case]:
     photo = Image.open(ASSETS / "cat.jpg").convert("RGB")
     person = Image.open(ASSETS / "astronaut.jpg").convert("RGB")
     jpeg = _save(photo, "JPEG", quality=90)
-    rotated = person.transpose(Image.Transpose.ROTATE_270)  # stored sideways, as a phone does
+    rotated = person.transpose(Image.Transpose.ROTATE_90)  # stored sideways, as a phone does
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 CW to display": upright it is the original photo again
     frames = [photo, photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT), photo.convert("L").convert("RGB")]
