@@ -22,7 +22,7 @@ class TrainConfig:
     rnn: str = "lstm"  # "lstm" or "gru"
     embedding_dim: int = 256  # word-embedding width
     units: int = 512  # RNN units and width of the merge layers
-    dropout: float = 0.5  # on the image features and the word embeddings
+    dropout: float = 0.5  # on the image features, the word embeddings and the merged vector
     min_word_count: int = 5  # words seen fewer times in *training* captions become <unk>
     max_caption_words: int = 32  # longer captions are cut for the loss (evaluation references never are)
     epochs: int = 30  # upper bound; early stopping usually ends sooner

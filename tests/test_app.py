@@ -70,3 +70,33 @@ def test_sample_button_captions_a_bundled_photo():
     at.button(key="sample-rocket").click().run()
     _describe(at)
     assert len(_captions(at)) == 1 and len(_captions(at)[0].split()) >= 3
+
+
+def test_missing_weights_explain_the_fix(tmp_path, monkeypatch):
+    import streamlit as st
+
+    monkeypatch.setenv("CAPTIONER_CACHE_DIR", str(tmp_path / "empty-cache"))
+    monkeypatch.delenv("CAPTIONER_XCEPTION_WEIGHTS", raising=False)
+    st.cache_resource.clear()  # the model may be cached by earlier tests in this process
+    try:
+        from streamlit.testing.v1 import AppTest
+
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+        at.run()
+        assert not at.exception
+        [error] = at.error
+        assert "weights are missing" in error.value and "make weights" in error.value
+    finally:
+        st.cache_resource.clear()
+
+
+def test_no_model_folder_explains_the_fix(monkeypatch):
+    import captioner.checkpoint
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setattr(captioner.checkpoint, "available_models", lambda root=None: [])
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.run()
+    assert not at.exception
+    [error] = at.error
+    assert "No model found" in error.value and "python -m captioner train" in error.value

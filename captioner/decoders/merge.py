@@ -1,7 +1,7 @@
 """The merge decoder: the RNN reads only words; the image joins after it, by addition.
 
     features (B, 2048) -> Dropout -> Dense(U, relu) --------------------┐ (B, 1, U)
-    words (B, T) -> Embedding(V, E) -> Dropout -> LSTM|GRU(U) (B, T, U) -+-> Add
+    words (B, T) -> Embedding(V, E) -> Dropout -> LSTM|GRU(U) (B, T, U) -+-> Add -> Dropout
         -> Dense(U, relu) -> Dense(V) = next-word logits (B, T, V)
 
 Trained with full-sequence teacher forcing; ``MergeStepper`` runs the same layers one word at a time.
@@ -30,6 +30,7 @@ def build_merge_model(vocab_size: int, cfg: TrainConfig):
     rnn_cls = layers.LSTM if cfg.rnn == "lstm" else layers.GRU
     text = rnn_cls(cfg.units, return_sequences=True, name="rnn")(embedded)  # (B, T, U)
     merged = layers.Add(name="merge")([image, text])  # (B, T, U)
+    merged = layers.Dropout(cfg.dropout, name="merge_dropout")(merged)  # without it dev loss is worse
     hidden = layers.Dense(cfg.units, activation="relu", name="merge_dense")(merged)
     logits = layers.Dense(vocab_size, name="logits")(hidden)  # (B, T, V)
     return keras.Model([features, words], logits, name=f"merge_{cfg.rnn}")
