@@ -77,29 +77,32 @@ def beam_search(model: StepModel, features: np.ndarray, start_id: int, end_id: i
                 max_words: int = 30, length_alpha: float = 0.7, n_best: int = 1) -> list[Hypothesis]:
     """Beam search for ONE image; returns the ``n_best`` hypotheses, best score first.
 
-    features: (D,) or (1, D). Live beams are batched along the batch axis. Each step looks at the
-    best ``2k`` expansions: an ``<end>`` among the first ``k`` finishes a caption (never expanded
-    again), and the best ``k`` others stay live. Search stops at ``max_words``, or once ``k`` captions
-    have finished and no live one scores better than the k-th of them; if too few finished, the best
-    unfinished ones fill in. Width 1 is exactly greedy.
+    features: (D,) or (1, D). See ``beam_search_batch`` for the algorithm. Width 1 is exactly greedy.
     """
-    if beam_width < 1 or n_best < 1:
-        raise ValueError("beam_width and n_best must be at least 1")
-    features = np.asarray(features).reshape(1, -1)
-    state = model.initial_state(features)
-    live = [Hypothesis([], 0.0, False)]
-    finished: list[Hypothesis] = []
-    for step in range(max_words + 1):
-        last = np.array([h.ids[-1] if h.ids else start_id for h in live], dtype=np.int32)
-        log_probs, state = model.step(last, state)  # (L, V)
-        totals = np.array([h.log_prob for h in live])[:, None] + log_probs  # (L, V)
+    return beam_search_batch(model, np.asarray(features).reshape(1, -1), start_id, end_id, beam_width,
+                             max_words, length_alpha, n_best)[0]
+
+
+class _Beam:
+    """The search state of one image: live and finished hypotheses."""
+
+    def __init__(self):
+        self.live = [Hypothesis([], 0.0, False)]
+        self.finished: list[Hypothesis] = []
+        self.done = False
+
+    def advance(self, log_probs: np.ndarray, step: int, end_id: int, beam_width: int, max_words: int,
+                length_alpha: float) -> list[int]:
+        """Extend the live hypotheses with their (L, V) next-word log-probs; return the parent row of
+        each new live hypothesis (indices into ``log_probs``)."""
+        totals = np.array([h.log_prob for h in self.live])[:, None] + log_probs  # (L, V)
         if step == max_words:
             # No room for more words: finish with <end> if it is each beam's best choice, else cut.
-            for b, h in enumerate(live):
+            for b, h in enumerate(self.live):
                 ends = int(log_probs[b].argmax()) == end_id
-                finished.append(Hypothesis(h.ids, float(totals[b, end_id]) if ends else h.log_prob, ends))
-            live = []
-            break
+                self.finished.append(Hypothesis(h.ids, float(totals[b, end_id]) if ends else h.log_prob, ends))
+            self.live, self.done = [], True
+            return []
         flat = totals.ravel()
         n_candidates = min(2 * beam_width, flat.size)
         top = np.argpartition(-flat, n_candidates - 1)[:n_candidates]
@@ -110,22 +113,58 @@ def beam_search(model: StepModel, features: np.ndarray, start_id: int, end_id: i
             parent, word = divmod(int(j), vocab)
             if word == end_id:
                 if rank < beam_width:
-                    finished.append(Hypothesis(live[parent].ids, float(flat[j]), True))
+                    self.finished.append(Hypothesis(self.live[parent].ids, float(flat[j]), True))
             elif len(new_live) < beam_width:
-                new_live.append(Hypothesis(live[parent].ids + [word], float(flat[j]), False))
+                new_live.append(Hypothesis(self.live[parent].ids + [word], float(flat[j]), False))
                 parents.append(parent)
-        live = new_live
-        for h in (*finished, *live):
+        self.live = new_live
+        for h in (*self.finished, *self.live):
             h.score = length_normalised(h.log_prob, len(h.ids), h.finished, length_alpha)
-        if not live or _search_is_done(finished, live, beam_width):
+        if not self.live or _search_is_done(self.finished, self.live, beam_width):
+            self.done = True
+            return []
+        return parents
+
+    def best(self, n_best: int, length_alpha: float) -> list[Hypothesis]:
+        for h in (*self.finished, *self.live):
+            h.score = length_normalised(h.log_prob, len(h.ids), h.finished, length_alpha)
+        ranked = sorted(self.finished, key=lambda h: -h.score)
+        if len(ranked) < n_best:
+            ranked += sorted(self.live, key=lambda h: -h.score)[: n_best - len(ranked)]
+        return ranked[:n_best]
+
+
+def beam_search_batch(model: StepModel, features: np.ndarray, start_id: int, end_id: int, beam_width: int = 3,
+                      max_words: int = 30, length_alpha: float = 0.7, n_best: int = 1) -> list[list[Hypothesis]]:
+    """Beam search for a batch of images at once: every live beam of every image goes through the
+    model in ONE step call (batched along the batch axis). Returns B lists of ``n_best`` hypotheses.
+
+    Each step looks at the best ``2k`` expansions of an image's beams: an ``<end>`` among the first ``k``
+    finishes a caption (never expanded again), and the best ``k`` others stay live. An image's search
+    stops at ``max_words``, or once ``k`` captions have finished and no live one scores better than the
+    k-th of them; if too few finished, the best unfinished ones fill in.
+    """
+    if beam_width < 1 or n_best < 1:
+        raise ValueError("beam_width and n_best must be at least 1")
+    features = np.asarray(features)
+    beams = [_Beam() for _ in range(len(features))]
+    state = model.initial_state(features)  # row b belongs to image b
+    rows = [[b] for b in range(len(features))]  # each image's live beams -> rows of `state`
+    for step in range(max_words + 1):
+        active = [b for b, beam in enumerate(beams) if not beam.done]
+        if not active:
             break
-        state = tuple(s[parents] for s in state)
-    for h in (*finished, *live):
-        h.score = length_normalised(h.log_prob, len(h.ids), h.finished, length_alpha)
-    ranked = sorted(finished, key=lambda h: -h.score)
-    if len(ranked) < n_best:
-        ranked += sorted(live, key=lambda h: -h.score)[: n_best - len(ranked)]
-    return ranked[:n_best]
+        gather = [r for b in active for r in rows[b]]
+        last = np.array([h.ids[-1] if h.ids else start_id for b in active for h in beams[b].live], np.int32)
+        log_probs, state = model.step(last, tuple(s[gather] for s in state))  # (sum of live beams, V)
+        offset = 0
+        for b in active:
+            n = len(beams[b].live)
+            parents = beams[b].advance(log_probs[offset:offset + n], step, end_id, beam_width, max_words,
+                                       length_alpha)
+            rows[b] = [offset + p for p in parents]
+            offset += n
+    return [beam.best(n_best, length_alpha) for beam in beams]
 
 
 def _search_is_done(finished: list[Hypothesis], live: list[Hypothesis], beam_width: int) -> bool:
@@ -139,12 +178,12 @@ def _search_is_done(finished: list[Hypothesis], live: list[Hypothesis], beam_wid
 
 def decode_batch(model: StepModel, features: np.ndarray, start_id: int, end_id: int, beam_width: int = 3,
                  max_words: int = 30, length_alpha: float = 0.7, n_best: int = 1) -> list[list[Hypothesis]]:
-    """Captions for (B, D) features: greedy for the whole batch when ``beam_width == 1 and n_best == 1``,
-    otherwise beam search per image. Returns B lists of hypotheses."""
+    """Captions for (B, D) features, the whole batch at once: greedy when ``beam_width == 1 and
+    n_best == 1``, otherwise batched beam search. Returns B lists of hypotheses."""
     features = np.asarray(features)
     if beam_width == 1 and n_best == 1:
         return [[h] for h in greedy_decode(model, features, start_id, end_id, max_words, length_alpha)]
-    return [beam_search(model, f, start_id, end_id, beam_width, max_words, length_alpha, n_best) for f in features]
+    return beam_search_batch(model, features, start_id, end_id, beam_width, max_words, length_alpha, n_best)
 
 
 def sequence_log_prob(model: StepModel, features: np.ndarray, ids: Sequence[int], start_id: int,

@@ -141,3 +141,19 @@ def test_batched_greedy_matches_one_at_a_time():
         assert hyp.log_prob == pytest.approx(single.log_prob)
     both = decode_batch(TableModel(tables), np.arange(4).reshape(4, 1), START, END, beam_width=1, max_words=9)
     assert [b[0].ids for b in both] == [h.ids for h in batch]
+
+
+@pytest.mark.parametrize("width", [1, 2, 4])
+def test_batched_beam_search_matches_one_image_at_a_time(width):
+    from captioner.decoding import beam_search_batch
+
+    rng = np.random.default_rng(11)
+    tables = [random_table(rng) for _ in range(5)] + [GARDEN_PATH]
+    features = np.arange(len(tables)).reshape(-1, 1)
+    batched = beam_search_batch(TableModel(tables), features, START, END, beam_width=width, max_words=7,
+                                n_best=width)
+    for i, hyps in enumerate(batched):
+        alone = beam_search(TableModel(tables), features[i], START, END, beam_width=width, max_words=7,
+                            n_best=width)
+        assert [(h.ids, h.finished) for h in hyps] == [(h.ids, h.finished) for h in alone]
+        assert [h.score for h in hyps] == pytest.approx([h.score for h in alone])

@@ -70,3 +70,16 @@ def test_cli_missing_model_folder_is_a_clear_message(tmp_path):
     assert proc.returncode == 2
     assert "model folder not found" in proc.stderr and "python -m captioner train" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_batched_beam_search_gives_the_same_captions_as_one_by_one(captioner):
+    import numpy as np
+
+    from captioner.config import DecodeConfig
+    from captioner.images import load_and_preprocess
+
+    feats = captioner.encoder.encode(np.stack([load_and_preprocess(p) for p in sorted(ASSETS.glob("*.jpg"))]))
+    decode = DecodeConfig(beam_width=5, n_best=2)
+    batched = captioner.caption_features(feats, decode)
+    alone = [captioner.caption_features(feats[i:i + 1], decode)[0] for i in range(len(feats))]
+    assert [[c.text for c in caps] for caps in batched] == [[c.text for c in caps] for caps in alone]
