@@ -28,7 +28,7 @@ class TrainConfig:
     epochs: int = 30  # upper bound; early stopping usually ends sooner
     patience: int = 3  # epochs without dev-loss improvement before stopping
     lr_patience: int = 1  # epochs without improvement before the learning rate is halved (0 = never)
-    tune_images: int = 300  # training images held out to choose decoding settings (never dev)
+    tune_images: int = 300  # training images held out to choose decoding settings (at most 10%; never dev)
     batch_size: int = 64
     learning_rate: float = 1e-3
     seed: int = 42

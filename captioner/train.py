@@ -23,11 +23,11 @@ TUNE_FILE = "tune_images.txt"  # the held-out training images, saved beside the 
 
 
 def hold_out(names: list[str], count: int, seed: int) -> tuple[list[str], list[str]]:
-    """Split ``count`` images (a seeded random choice) off ``names``: (kept, held out)."""
+    """Split ``count`` images (a seeded random choice, at most a tenth of them) off ``names``:
+    (kept, held out)."""
+    count = min(count, len(names) // 10)
     if count <= 0:
         return list(names), []
-    if count >= len(names):
-        raise ValueError(f"cannot hold out {count} of {len(names)} training images")
     chosen = set(np.random.default_rng(seed).choice(sorted(names), size=count, replace=False).tolist())
     return [n for n in names if n not in chosen], [n for n in names if n in chosen]
 

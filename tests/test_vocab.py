@@ -55,3 +55,14 @@ def test_fit_on_training_captions_only(tmp_path, make_image):
     assert "dog" in vocab.index and "zebra" not in vocab.index
     _, seqs = encode_captions(ds, ["d.jpg"], vocab, max_words=4)
     assert seqs.shape == (2, 6) and seqs[0][2] == vocab.unk_id
+
+
+def test_hold_out_is_seeded_disjoint_and_capped():
+    from captioner.train import hold_out
+
+    names = [f"{i}.jpg" for i in range(100)]
+    kept, held = hold_out(names, 5, seed=1)
+    assert len(held) == 5 and not set(kept) & set(held) and sorted(kept + held) == sorted(names)
+    assert hold_out(names, 5, seed=1) == (kept, held)
+    assert len(hold_out(names, 300, seed=1)[1]) == 10  # never more than a tenth
+    assert hold_out(names, 0, seed=1) == (names, [])
