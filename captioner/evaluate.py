@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 
 from .config import DecodeConfig
 from .data import CaptionDataset, DataError

@@ -5,7 +5,6 @@ One sample per caption (not one per prefix): the decoder reads ``<start> w1 … 
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -178,7 +177,3 @@ def plot_curve(summary: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-
-
-def load_history(out_dir: Path) -> dict:
-    return json.loads((Path(out_dir) / "training.json").read_text())
