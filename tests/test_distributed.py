@@ -71,3 +71,29 @@ def test_two_workers_train_together_and_agree(tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     fresh = keras.models.load_model(tmp_path / "worker0" / "decoder.keras", compile=False)
     assert fresh.count_params() > 0
+
+
+def test_feature_extraction_is_sharded_across_workers(tmp_path, monkeypatch, make_image):
+    """Two workers share a cache folder: each encodes only its shard, then both read every feature."""
+    import threading
+
+    from captioner.cli import _sharded_features
+    from test_features import CountingEncoder
+
+    monkeypatch.setenv("CAPTIONER_CACHE_DIR", str(tmp_path / "shared-cache"))
+    paths = [make_image(f"{i}.jpg", color=(20 * i, 5, 5)) for i in range(6)]
+    encoders = [CountingEncoder(), CountingEncoder()]
+    results: dict[int, dict] = {}
+
+    def worker(index: int) -> None:
+        results[index] = _sharded_features(encoders[index], paths, index, 2)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert [e.encoded for e in encoders] == [3, 3]  # disjoint halves, nothing encoded twice
+    assert sorted(results[0]) == sorted(results[1]) == sorted(p.name for p in paths)
+    for name in results[0]:
+        np.testing.assert_array_equal(results[0][name], results[1][name])
