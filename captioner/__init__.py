@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from .config import DecodeConfig
-from .images import ImageError, ImageSource, load_image, preprocess_image
+from .images import ImageError, ImageSource, load_image, preprocess_image, source_name
 
 __version__ = "0.1.0"
 
@@ -101,9 +101,9 @@ class Captioner:
                 img = load_image(source, name)
                 pixels.append(preprocess_image(img))
                 readable.append(len(results))
-                results.append(CaptionResult(name or _label(source), seconds=time.perf_counter() - start))
+                results.append(CaptionResult(source_name(source, name), seconds=time.perf_counter() - start))
             except ImageError as err:
-                results.append(CaptionResult(name or _label(source), error=str(err)))
+                results.append(CaptionResult(source_name(source, name), error=str(err)))
         if readable:
             start = time.perf_counter()
             features = self.encoder.encode(np.stack(pixels))
@@ -113,12 +113,6 @@ class Captioner:
                 results[index].captions = caps
                 results[index].seconds += share
         return results
-
-
-def _label(source: ImageSource) -> str:
-    if isinstance(source, (str, Path)):
-        return str(source)
-    return getattr(source, "name", None) or "image"
 
 
 __all__ = ["Captioner", "Caption", "CaptionResult", "DecodeConfig", "ImageError", "__version__"]

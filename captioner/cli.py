@@ -251,10 +251,7 @@ def evaluate_and_card(folder: Path, dataset, encoder, cfg: TrainConfig, summary:
         print(f"{label}: {format_metrics(result.metrics)}")
         evaluations.append({"label": label, "metrics": result.metrics, "settings": result.settings})
         if images is not None:  # the same images at the squashed 224x224 size, for comparison
-            subset = Path(folder) / ".originals_subset.txt"
-            subset.write_text("\n".join(result.predictions) + "\n")
-            same = evaluate_split(captioner, dataset, str(subset), decode)
-            subset.unlink()
+            same = evaluate_split(captioner, dataset, list(result.predictions), decode)
             same.settings["split"] = "dev (the same images, squashed 224x224 copies)"
             print(f"  same images squashed: {format_metrics(same.metrics)}")
             evaluations.append({"label": "same dev images, squashed 224x224 copies, beam 3",

@@ -66,8 +66,10 @@ def caption_metrics(references: dict[str, list[str]], predictions: dict[str, str
     return metrics, {k: float(s) for k, s in zip(keys, cider_each)}
 
 
-def read_split_names(dataset: CaptionDataset, split: str) -> list[str]:
-    """A split name (train/dev/test) or a file listing image names, one a line."""
+def read_split_names(dataset: CaptionDataset, split: str | list[str]) -> list[str]:
+    """A split name (train/dev/test), a file listing image names one a line, or the names themselves."""
+    if isinstance(split, list):
+        return [n for n in split if n in dataset.captions]
     if split in ("train", "dev", "test"):
         return dataset.split_names(split)
     path = Path(split)
@@ -77,7 +79,7 @@ def read_split_names(dataset: CaptionDataset, split: str) -> list[str]:
     return [n for n in names if n in dataset.captions]
 
 
-def evaluate_split(captioner, dataset: CaptionDataset, split: str, decode: DecodeConfig,
+def evaluate_split(captioner, dataset: CaptionDataset, split: str | list[str], decode: DecodeConfig,
                    images_dir: Path | None = None, progress: bool = True, batch_size: int = 64) -> EvalResult:
     """Caption every image of ``split`` (found in ``images_dir`` if given) and score against its references."""
     from .features import extract_features
@@ -105,7 +107,8 @@ def evaluate_split(captioner, dataset: CaptionDataset, split: str, decode: Decod
     decode_seconds = time.perf_counter() - start
     references = {n: dataset.captions[n] for n in predictions}
     metrics, per_image = caption_metrics(references, predictions, notes)
-    settings = {"split": split, "n_images": len(predictions), "beam_width": decode.beam_width,
+    label = split if isinstance(split, str) else f"{len(names)} listed images"
+    settings = {"split": label, "n_images": len(predictions), "beam_width": decode.beam_width,
                 "decoding": "greedy" if decode.beam_width == 1 else f"beam {decode.beam_width}",
                 "length_alpha": decode.length_alpha, "max_words": decode.max_words,
                 "images": str(folder), "checkpoint": str(captioner.checkpoint.folder),

@@ -32,7 +32,8 @@ class ImageError(ValueError):
     """An input that cannot be captioned; ``str(err)`` is a message fit to show a person."""
 
 
-def _name_of(source: ImageSource, name: str | None) -> str:
+def source_name(source: ImageSource, name: str | None = None) -> str:
+    """How to call an input in messages: the given name, else its path or file name, else "image"."""
     if name:
         return name
     if isinstance(source, (str, Path)):
@@ -45,7 +46,7 @@ def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
 
     Raises ImageError for missing, empty, oversized, corrupt, truncated or non-image input.
     """
-    label = _name_of(source, name)
+    label = source_name(source, name)
     if isinstance(source, Image.Image):
         # Only an image fresh from a file (it still has a format) has pixels in stored orientation; one
         # made by convert/transpose/etc. may keep the EXIF tag but is already as its owner wants it.
