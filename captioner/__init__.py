@@ -39,6 +39,7 @@ class CaptionResult:
     captions: list[Caption] = field(default_factory=list)
     error: str | None = None
     seconds: float = 0.0
+    features: np.ndarray | None = field(default=None, repr=False)  # kept only when asked for
 
     @property
     def ok(self) -> bool:
@@ -53,12 +54,33 @@ class Captioner:
     """Encoder + decoder + vocabulary, loaded once and reused for every image."""
 
     def __init__(self, encoder, checkpoint):
-        from .decoders import MergeStepper
+        from .train import make_stepper
 
         self.encoder = encoder
         self.checkpoint = checkpoint
         self.vocab = checkpoint.vocab
-        self.stepper = MergeStepper(checkpoint.model)
+        self.stepper = make_stepper(checkpoint.model)
+
+    @property
+    def feature_kind(self) -> str:
+        """"spatial" (10x10 region grids) for attention decoders, else "pooled" (2048-d vectors)."""
+        return "spatial" if getattr(self.stepper, "needs_spatial", False) else "pooled"
+
+    @property
+    def has_attention(self) -> bool:
+        return self.feature_kind == "spatial"
+
+    def attention_maps(self, features: np.ndarray, caption: "Caption") -> np.ndarray:
+        """For attention models: (words, g, g) weights showing where the model looked for each word of
+        ``caption``, given the image's (10, 10, 2048) features (``encode``)."""
+        if not self.has_attention:
+            raise ValueError("this model has no attention (it is a merge decoder)")
+        ids = self.vocab.encode(caption.text)[1:-1]  # without <start> and <end>
+        return self.stepper.attention(features, ids, self.vocab.start_id)
+
+    def encode(self, pixels: np.ndarray) -> np.ndarray:
+        """(B, 299, 299, 3) preprocessed pixels -> the features this model's decoder reads."""
+        return self.encoder.encode(pixels, spatial=self.has_attention)
 
     @classmethod
     def load(cls, model_dir: str | Path | None = None, weights: str | Path | None = None,
@@ -74,7 +96,7 @@ class Captioner:
         return cls(XceptionEncoder.load(weights, allow_download=allow_download), checkpoint)
 
     def caption_features(self, features: np.ndarray, decode: DecodeConfig | None = None) -> list[list[Caption]]:
-        """(B, 2048) pooled features -> B lists of captions, best first."""
+        """(B, 2048) pooled features (or (B, 10, 10, 2048) for attention models) -> B lists of captions."""
         from .decoding import decode_batch
 
         decode = decode or DecodeConfig(length_alpha=self.checkpoint.length_alpha)
@@ -84,11 +106,13 @@ class Captioner:
         return [[Caption(self.vocab.decode(h.ids), h.log_prob, h.score) for h in per_image] for per_image in hyps]
 
     def caption(self, images: Sequence[ImageSource], beam_width: int = 3, n_best: int = 1, max_words: int = 30,
-                names: Sequence[str] | None = None, length_alpha: float | None = None) -> list[CaptionResult]:
+                names: Sequence[str] | None = None, length_alpha: float | None = None,
+                keep_features: bool = False) -> list[CaptionResult]:
         """Caption several images (paths, bytes, file objects or PIL images) in one encoder batch.
 
         An image that cannot be read gets ``result.error`` and the others are still captioned.
-        ``length_alpha`` defaults to the checkpoint's tuned value (``decoding.json``).
+        ``length_alpha`` defaults to the checkpoint's tuned value (``decoding.json``). With
+        ``keep_features`` each result keeps its image features (for ``attention_maps``).
         """
         alpha = self.checkpoint.length_alpha if length_alpha is None else length_alpha
         decode = DecodeConfig(beam_width=beam_width, n_best=n_best, max_words=max_words, length_alpha=alpha)
@@ -106,8 +130,11 @@ class Captioner:
                 results.append(CaptionResult(source_name(source, name), error=str(err)))
         if readable:
             start = time.perf_counter()
-            features = self.encoder.encode(np.stack(pixels))
+            features = self.encode(np.stack(pixels))
             captions = self.caption_features(features, decode)
+            if keep_features:
+                for index, f in zip(readable, features):
+                    results[index].features = f
             share = (time.perf_counter() - start) / len(readable)
             for index, caps in zip(readable, captions):
                 results[index].captions = caps

@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     helps = field_help()
     for f in fields(TrainConfig):
         p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=type(f.default), default=None,
-                       help=helps.get(f.name, ""))
+                       help=helps.get(f.name, "").replace("%", "%%"))
 
     p = sub.add_parser("weights", help="obtain and verify the Xception ImageNet weights")
     p.add_argument("--weights", type=Path, default=None, help="use this file instead of the cache")
@@ -191,7 +191,8 @@ def cmd_train(args) -> int:
 
     encoder = XceptionEncoder.load(args.weights)
     names = dataset.split_names("train") + dataset.split_names("dev")
-    features = _sharded_features(encoder, [dataset.image_path(n) for n in names], worker, n_workers)
+    kind = "spatial" if cfg.decoder == "attention" else "pooled"
+    features = _sharded_features(encoder, [dataset.image_path(n) for n in names], worker, n_workers, kind)
     out = args.out if worker == 0 else args.out.parent / f".{args.out.name}.worker{worker}"
     summary = train(dataset, features, cfg, out, strategy=strategy)
     if worker != 0:
@@ -202,14 +203,14 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _sharded_features(encoder, paths: list[Path], worker: int, n_workers: int) -> dict:
+def _sharded_features(encoder, paths: list[Path], worker: int, n_workers: int, kind: str = "pooled") -> dict:
     """Encode this worker's shard into the (shared) cache, wait for the others, then read them all."""
     import hashlib
 
     from .distributed import shard, wait_for
     from .features import FeatureCache, extract_features
 
-    mine = extract_features(encoder, shard(paths, worker, n_workers))
+    mine = extract_features(encoder, shard(paths, worker, n_workers), kind=kind)
     for err in mine.errors.values():
         print(f"note: skipped {err}")
     if n_workers == 1:
@@ -221,7 +222,7 @@ def _sharded_features(encoder, paths: list[Path], worker: int, n_workers: int) -
     (markers / f"{run}-{worker}-of-{n_workers}.done").write_text(json.dumps(mine.errors))
     wait_for(lambda: all((markers / f"{run}-{i}-of-{n_workers}.done").is_file() for i in range(n_workers)),
              f"the other {n_workers - 1} worker(s) to finish their feature shards")
-    extracted = extract_features(encoder, paths, progress=False)
+    extracted = extract_features(encoder, paths, progress=False, kind=kind)
     return dict(zip(extracted.names, extracted.features))
 
 

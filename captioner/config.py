@@ -12,21 +12,28 @@ from typing import Any
 
 IMAGE_SIZE = 299  # Xception's native input side; training and serving both use it.
 FEATURE_DIM = 2048  # pooled Xception-notop output width.
+GRID_SIZE = 10  # Xception-notop's spatial output is GRID_SIZE x GRID_SIZE regions at 299 input.
 
 
 @dataclass
 class TrainConfig:
     """Hyper-parameters of one training run (saved as ``config.json`` beside the checkpoint)."""
 
-    decoder: str = "merge"  # decoder family; "merge" = pooled features added to the RNN output
+    decoder: str = "merge"  # "merge" = pooled features added to the RNN output; "attention" = soft attention over regions
     rnn: str = "lstm"  # "lstm" or "gru"
     embedding_dim: int = 256  # word-embedding width
     units: int = 512  # RNN units and width of the merge layers
     dropout: float = 0.5  # on the image features, the word embeddings and the merged vector
+    attention_grid: int = 5  # attention decoder: regions per side (Xception's 10x10 grid average-pooled; 10 = none)
+    attention_units: int = 256  # attention decoder: width of the additive attention layer
+    attention_reg: float = 0.05  # attention decoder: weight of the doubly stochastic penalty (0 = off)
+    label_smoothing: float = 0.0  # share of each target's probability spread over the whole vocabulary
     min_word_count: int = 5  # words seen fewer times in *training* captions become <unk>
     max_caption_words: int = 32  # longer captions are cut for the loss (evaluation references never are)
     epochs: int = 30  # upper bound; early stopping usually ends sooner
-    patience: int = 3  # epochs without dev-loss improvement before stopping
+    select_on: str = "tune_cider"  # keep the epoch with the best "tune_cider" (greedy CIDEr on the held-out training images) or "dev_loss"
+    patience: int = 3  # epochs without improvement (of select_on) before stopping
+    average_best: int = 3  # also try the average of the best N epochs' weights; kept only if it scores better (1 = off)
     lr_patience: int = 1  # epochs without improvement before the learning rate is halved (0 = never)
     tune_images: int = 300  # training images held out to choose decoding settings (at most 10%; never dev)
     batch_size: int = 64
@@ -46,11 +53,18 @@ class TrainConfig:
         """Raise ValueError with a specific message for settings that cannot work."""
         if self.rnn not in ("lstm", "gru"):
             raise ValueError(f"rnn must be 'lstm' or 'gru', not {self.rnn!r}")
-        if self.decoder != "merge":
-            raise ValueError(f"unknown decoder {self.decoder!r}; available: 'merge'")
+        if self.decoder not in ("merge", "attention"):
+            raise ValueError(f"unknown decoder {self.decoder!r}; available: 'merge', 'attention'")
+        if self.select_on not in ("tune_cider", "dev_loss"):
+            raise ValueError(f"select_on must be 'tune_cider' or 'dev_loss', not {self.select_on!r}")
+        if self.attention_grid not in (1, 2, 5, 10):
+            raise ValueError(f"attention_grid must divide Xception's 10x10 grid (1, 2, 5 or 10), not {self.attention_grid}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), not {self.label_smoothing}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
-        for name in ("embedding_dim", "units", "min_word_count", "max_caption_words", "epochs", "batch_size"):
+        for name in ("embedding_dim", "units", "min_word_count", "max_caption_words", "epochs", "batch_size",
+                     "attention_units", "average_best"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
 
@@ -95,4 +109,4 @@ def field_help() -> dict[str, str]:
     return helps
 
 
-__all__ = ["TrainConfig", "DecodeConfig", "save_json", "field_help", "IMAGE_SIZE", "FEATURE_DIM"]
+__all__ = ["TrainConfig", "DecodeConfig", "save_json", "field_help", "IMAGE_SIZE", "FEATURE_DIM", "GRID_SIZE"]

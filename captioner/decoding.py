@@ -79,7 +79,7 @@ def beam_search(model: StepModel, features: np.ndarray, start_id: int, end_id: i
 
     features: (D,) or (1, D). See ``beam_search_batch`` for the algorithm. Width 1 is exactly greedy.
     """
-    return beam_search_batch(model, np.asarray(features).reshape(1, -1), start_id, end_id, beam_width,
+    return beam_search_batch(model, np.asarray(features)[None], start_id, end_id, beam_width,
                              max_words, length_alpha, n_best)[0]
 
 
@@ -189,7 +189,7 @@ def decode_batch(model: StepModel, features: np.ndarray, start_id: int, end_id: 
 def sequence_log_prob(model: StepModel, features: np.ndarray, ids: Sequence[int], start_id: int,
                       end_id: int) -> float:
     """Log-probability the model gives to ``ids`` followed by <end> (for tests and diagnostics)."""
-    state = model.initial_state(np.asarray(features).reshape(1, -1))
+    state = model.initial_state(np.asarray(features)[None])
     total, prev = 0.0, start_id
     for word in [*ids, end_id]:
         log_probs, state = model.step(np.array([prev], np.int32), state)

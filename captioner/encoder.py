@@ -1,11 +1,12 @@
-"""The Xception image encoder: preprocessed pixels -> pooled 2048-d features, compiled once."""
+"""The Xception image encoder: preprocessed pixels -> pooled 2048-d features (or the 10x10 grid of
+2048-d region features that attention decoders look at), compiled once."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
-from .config import FEATURE_DIM, IMAGE_SIZE
+from .config import FEATURE_DIM, GRID_SIZE, IMAGE_SIZE
 
 
 def bf16_supported() -> bool:
@@ -41,15 +42,18 @@ class XceptionEncoder:
             keras.config.set_dtype_policy("mixed_bfloat16")
         try:
             base = build_xception()
-            pooled = keras.layers.GlobalAveragePooling2D(name="avg_pool")(base.output)
         finally:
             keras.config.set_dtype_policy(previous)
         base.load_weights(str(weights_path))
-        self.model = keras.Model(base.input, pooled, name="xception_pooled")
-        self.model.trainable = False
+        base.trainable = False
+        self.model = base  # (B, 299, 299, 3) -> (B, 10, 10, 2048)
         spec = tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.float32)
-        self._forward = tf.function(lambda x: tf.cast(self.model(x, training=False), tf.float32),
-                                    input_signature=[spec])
+        # one graph per output kind; pooled = mean over the grid, exactly GlobalAveragePooling2D
+        self._forward = tf.function(
+            lambda x: tf.reduce_mean(tf.cast(base(x, training=False), tf.float32), axis=[1, 2]),
+            input_signature=[spec])
+        self._forward_spatial = tf.function(lambda x: tf.cast(base(x, training=False), tf.float32),
+                                            input_signature=[spec])
 
     @classmethod
     def load(cls, weights: str | Path | None = None, allow_download: bool = True) -> "XceptionEncoder":
@@ -59,10 +63,13 @@ class XceptionEncoder:
         path, digest = ensure_weights(weights, allow_download=allow_download)
         return cls(path, digest)
 
-    def encode(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
-        """(N, 299, 299, 3) float32 in [-1, 1] -> (N, 2048) float32 pooled features."""
+    def encode(self, pixels: np.ndarray, batch_size: int = 32, spatial: bool = False) -> np.ndarray:
+        """(N, 299, 299, 3) float32 in [-1, 1] -> (N, 2048) pooled features, or with ``spatial``
+        (N, 10, 10, 2048) region features; float32 either way."""
         pixels = np.asarray(pixels, dtype=np.float32)
         if pixels.ndim != 4 or pixels.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3):
             raise ValueError(f"expected (N, {IMAGE_SIZE}, {IMAGE_SIZE}, 3) pixels, got {pixels.shape}")
-        out = [self._forward(pixels[i:i + batch_size]).numpy() for i in range(0, len(pixels), batch_size)]
-        return np.concatenate(out, axis=0) if out else np.zeros((0, FEATURE_DIM), np.float32)
+        forward = self._forward_spatial if spatial else self._forward
+        out = [forward(pixels[i:i + batch_size]).numpy() for i in range(0, len(pixels), batch_size)]
+        empty = (0, GRID_SIZE, GRID_SIZE, FEATURE_DIM) if spatial else (0, FEATURE_DIM)
+        return np.concatenate(out, axis=0) if out else np.zeros(empty, np.float32)

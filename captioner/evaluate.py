@@ -95,7 +95,8 @@ def evaluate_split(captioner, dataset: CaptionDataset, split: str | list[str], d
         names = present
     if not names:
         raise DataError(f"no images of split {split!r} found in {folder}")
-    extracted = extract_features(captioner.encoder, [folder / n for n in names], progress=progress)
+    extracted = extract_features(captioner.encoder, [folder / n for n in names], progress=progress,
+                                 kind=captioner.feature_kind)
     for name, err in extracted.errors.items():
         notes.append(f"skipped {err}")
     start = time.perf_counter()

@@ -45,7 +45,10 @@ def encode_captions(dataset: CaptionDataset, names: list[str], vocab: Vocabulary
 
 def make_dataset(features: np.ndarray, image_index: np.ndarray, sequences: np.ndarray, batch_size: int,
                  shuffle: bool, seed: int, bucket: bool = True):
-    """tf.data of ``((features (B, 2048), words (B, T)), targets (B, T), mask weights (B, T))``.
+    """tf.data of ``((features (B, ...), words (B, T)), targets (B, T), mask weights (B, T))``.
+
+    ``features`` (N_images, ...) stays a NumPy array (the spatial grids of Flickr8k are 2.9 GB at
+    float16, over TensorFlow's 2 GB limit for constants); each batch gathers its rows from it.
 
     Captions are grouped into batches of similar length and padded only to their batch's longest, so
     the RNN does not spend most of its steps on padding (Flickr8k captions average 12 words, the
@@ -54,14 +57,20 @@ def make_dataset(features: np.ndarray, image_index: np.ndarray, sequences: np.nd
     """
     import tensorflow as tf
 
-    table = tf.constant(features)
     lengths = (sequences != 0).sum(axis=1).astype(np.int32)  # includes <start> and <end>
+    feature_shape = features.shape[1:]
 
     def to_example(idx, seq, length):
         seq = seq[:length]
         inputs, targets = seq[:-1], seq[1:]  # teacher forcing: predict each next word
         weights = tf.ones_like(targets, tf.float32)  # padding added below gets weight 0
-        return (tf.gather(table, idx), inputs), targets, weights
+        return (idx, inputs), targets, weights
+
+    def gather_features(x, targets, weights):
+        idx, inputs = x
+        rows = tf.numpy_function(lambda i: features[i].astype(np.float32), [idx], tf.float32, stateful=False)
+        rows.set_shape([None, *feature_shape])
+        return (rows, inputs), targets, weights
 
     ds = tf.data.Dataset.from_tensor_slices((image_index, sequences, lengths))
     if shuffle:
@@ -69,24 +78,99 @@ def make_dataset(features: np.ndarray, image_index: np.ndarray, sequences: np.nd
     ds = ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE)
     if not bucket:
         width = sequences.shape[1] - 1
-        return ds.padded_batch(batch_size, (([None], [width]), [width], [width]), drop_remainder=True).prefetch(2)
+        ds = ds.padded_batch(batch_size, (([], [width]), [width], [width]), drop_remainder=True)
+        return ds.map(gather_features).prefetch(2)
     boundaries = [8, 10, 12, 14, 16, 19, 23]
     ds = ds.bucket_by_sequence_length(lambda inputs, targets, weights: tf.shape(targets)[0], boundaries,
                                       [batch_size] * (len(boundaries) + 1))
-    return ds.prefetch(2)
+    return ds.map(gather_features).prefetch(2)
+
+
+def build_model(vocab_size: int, cfg: TrainConfig):
+    """The decoder named by ``cfg.decoder``."""
+    from .decoders import build_attention_model, build_merge_model
+
+    return (build_attention_model if cfg.decoder == "attention" else build_merge_model)(vocab_size, cfg)
+
+
+def make_loss(label_smoothing: float):
+    """Masked cross-entropy per real word; with label smoothing, ``(1 - eps) * CE + eps * mean_v(-log p_v)``
+    (a uniform share of each target's probability, which keeps the model from over-confidence)."""
+    import keras
+    import tensorflow as tf
+
+    if not label_smoothing:
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="mean_with_sample_weight")
+
+    class SmoothedCrossEntropy(keras.losses.Loss):
+        def call(self, y_true, y_pred):  # (B, T) ids, (B, T, V) logits -> (B, T)
+            log_probs = tf.nn.log_softmax(y_pred)
+            nll = -tf.gather(log_probs, tf.cast(y_true, tf.int32), batch_dims=2)
+            return (1.0 - label_smoothing) * nll - label_smoothing * tf.reduce_mean(log_probs, axis=-1)
+
+    return SmoothedCrossEntropy(reduction="mean_with_sample_weight", name="smoothed_cross_entropy")
+
+
+def make_stepper(model):
+    """The decoding step interface matching ``model``'s decoder family."""
+    from .decoders import AttentionStepper, MergeStepper
+
+    names = {layer.name for layer in model.layers}
+    return AttentionStepper(model) if "attention_lstm" in names else MergeStepper(model)
+
+
+def tune_cider(model, features: np.ndarray, references: list[list[str]], vocab: Vocabulary,
+               batch_size: int = 100) -> float:
+    """Greedy CIDEr-D of ``model`` on held-out images (features (N, ...), their reference captions)."""
+    from pycocoevalcap.cider.cider import Cider
+
+    from .decoding import greedy_decode
+
+    stepper = make_stepper(model)
+    predictions = []
+    for i in range(0, len(features), batch_size):
+        hyps = greedy_decode(stepper, features[i:i + batch_size].astype(np.float32), vocab.start_id, vocab.end_id)
+        predictions += [vocab.decode(h.ids) or "<empty>" for h in hyps]
+    gts = {i: refs for i, refs in enumerate(references)}
+    return float(Cider().compute_score(gts, {i: [p] for i, p in enumerate(predictions)})[0])
+
+
+def _tune_callback(features, references, vocab, folder: Path, log):
+    """A Keras callback: after each epoch, score the held-out images, log ``tune_cider`` and keep the weights."""
+    import keras
+
+    class TuneCider(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            score = tune_cider(self.model, features, references, vocab)
+            if logs is not None:
+                logs["tune_cider"] = score
+            self.model.save_weights(folder / f"epoch{epoch + 1:03d}.weights.h5")
+            log(f"epoch {epoch + 1}: greedy CIDEr on held-out training images {score:.4f}")
+
+    return TuneCider()
+
+
+def average_weights(model, paths: list[Path]) -> list[np.ndarray]:
+    """The element-wise mean of several saved weight sets of ``model`` (checkpoint averaging)."""
+    total = None
+    for path in paths:
+        model.load_weights(path)
+        weights = model.get_weights()
+        total = weights if total is None else [t + w for t, w in zip(total, weights)]
+    return [t / len(paths) for t in total]
 
 
 def train(dataset: CaptionDataset, features_by_name: dict[str, np.ndarray], cfg: TrainConfig, out_dir: Path,
           log=print, strategy=None) -> dict:
-    """Fit a decoder; keep the epoch with the best dev loss; write the checkpoint folder.
+    """Fit a decoder; keep the epoch with the best ``cfg.select_on`` (greedy CIDEr on the held-out
+    training images, or dev loss), or the average of the best few epochs when that scores higher on
+    the held-out images; write the checkpoint folder.
 
     ``strategy``: a ``tf.distribute`` strategy (see ``distributed.py``); ``cfg.batch_size`` is then the
     global batch, split across replicas. Returns the training summary (also saved as ``training.json``).
     """
     import keras
     import tensorflow as tf
-
-    from .decoders import build_merge_model
 
     strategy = strategy or tf.distribute.get_strategy()
     cfg.validate()
@@ -105,7 +189,7 @@ def train(dataset: CaptionDataset, features_by_name: dict[str, np.ndarray], cfg:
     _, n_workers = cluster_spec()
 
     def split_data(names, shuffle):
-        feats = np.stack([features_by_name[n] for n in names]).astype(np.float32)
+        feats = np.stack([features_by_name[n] for n in names])
         idx, seqs = encode_captions(dataset, names, vocab, cfg.max_caption_words)
         ds = make_dataset(feats, idx, seqs, cfg.batch_size, shuffle, cfg.seed, bucket=n_workers == 1)
         # Workers must run the same number of steps; length buckets make the batch count vary, so
@@ -117,44 +201,71 @@ def train(dataset: CaptionDataset, features_by_name: dict[str, np.ndarray], cfg:
     dev_ds, n_dev, dev_steps = split_data(dev_names, False)
     log(f"captions: {n_train} train, {n_dev} dev; {strategy.num_replicas_in_sync} replica(s), {n_workers} worker(s)")
     with strategy.scope():
-        model = build_merge_model(len(vocab), cfg)
+        model = build_model(len(vocab), cfg)
         model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate, clipnorm=5.0),
                       # mean over real (unpadded) words, so the loss reads as cross-entropy per word
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True,
-                                                                      reduction="mean_with_sample_weight"),
-                      weighted_metrics=[])
+                      loss=make_loss(cfg.label_smoothing), weighted_metrics=[])
     log(f"decoder: {model.count_params():,} parameters")
     start = time.perf_counter()
     if n_workers > 1:
         losses = fit_distributed(model, train_ds, dev_ds, cfg.epochs, train_steps, dev_steps, cfg.patience,
                                  strategy, log)
     else:
-        best_path = out_dir / ".best.weights.h5"
+        import shutil
+
+        epochs_dir = out_dir / ".epochs"  # every epoch's weights, for selection and averaging
+        shutil.rmtree(epochs_dir, ignore_errors=True)
+        epochs_dir.mkdir()
+        use_tune = cfg.select_on == "tune_cider" and bool(tune_names)
+        monitor, mode = ("tune_cider", "max") if use_tune else ("val_loss", "min")
+        tune_feats = np.stack([features_by_name[n] for n in tune_names]) if tune_names else None
+        tune_refs = [dataset.captions[n] for n in tune_names]
         callbacks = [
-            keras.callbacks.ModelCheckpoint(best_path, monitor="val_loss", save_best_only=True,
-                                            save_weights_only=True),
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience),
-            *([keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=cfg.lr_patience,
+            _tune_callback(tune_feats, tune_refs, vocab, epochs_dir, log) if use_tune else
+            keras.callbacks.ModelCheckpoint(epochs_dir / "epoch{epoch:03d}.weights.h5", save_weights_only=True),
+            keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.patience),
+            *([keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5, patience=cfg.lr_patience,
                                                  min_lr=1e-5)] if cfg.lr_patience else []),
             keras.callbacks.CSVLogger(out_dir / "history.csv"),
         ]
         losses = model.fit(train_ds, validation_data=dev_ds, epochs=cfg.epochs, callbacks=callbacks,
                            verbose=2 if not sys.stderr.isatty() else 1).history
-        model.load_weights(best_path)
-        best_path.unlink(missing_ok=True)
+        scores = losses[monitor]
+        ranked = sorted(range(len(scores)), key=lambda i: scores[i], reverse=mode == "max")
+        paths = [epochs_dir / f"epoch{i + 1:03d}.weights.h5" for i in ranked]
+        model.load_weights(paths[0])
+        if use_tune and cfg.average_best > 1 and len(paths) > 1:
+            best_weights = model.get_weights()
+            model.set_weights(average_weights(model, paths[:cfg.average_best]))
+            averaged = tune_cider(model, tune_feats, tune_refs, vocab)
+            chosen = "average" if averaged > scores[ranked[0]] else "single"
+            log(f"average of epochs {[i + 1 for i in ranked[:cfg.average_best]]}: held-out CIDEr {averaged:.4f} "
+                f"vs best single epoch {scores[ranked[0]]:.4f}: keeping the {chosen}")
+            losses["averaged_tune_cider"] = averaged
+            losses["averaged_epochs"] = [i + 1 for i in ranked[:cfg.average_best]] if chosen == "average" else []
+            if chosen == "single":
+                model.set_weights(best_weights)
+        shutil.rmtree(epochs_dir, ignore_errors=True)
     seconds = time.perf_counter() - start
     save_checkpoint(model, vocab, cfg, out_dir)
-    best_epoch = int(np.argmin(losses["val_loss"])) + 1
+    if "tune_cider" in losses:
+        best_epoch = int(np.argmax(losses["tune_cider"])) + 1
+    else:
+        best_epoch = int(np.argmin(losses["val_loss"])) + 1
     summary = {
         "train_seconds": round(seconds, 1), "epochs_run": len(losses["loss"]), "best_epoch": best_epoch,
         "best_val_loss": float(min(losses["val_loss"])), "loss": [float(x) for x in losses["loss"]],
         "val_loss": [float(x) for x in losses["val_loss"]], "parameters": int(model.count_params()),
         "vocab_size": len(vocab), "train_images": len(train_names), "train_captions": n_train,
-        "tune_images": len(tune_names),
+        "tune_images": len(tune_names), "selected_on": "tune_cider" if "tune_cider" in losses else "val_loss",
+        **({"tune_cider": [float(x) for x in losses["tune_cider"]]} if "tune_cider" in losses else {}),
+        **({"averaged_tune_cider": losses["averaged_tune_cider"], "averaged_epochs": losses["averaged_epochs"]}
+           if "averaged_epochs" in losses else {}),
     }
     save_json(summary, out_dir / "training.json")
     plot_curve(summary, out_dir / "training_curve.png")
-    log(f"trained in {seconds / 60:.1f} min; best dev loss {summary['best_val_loss']:.4f} at epoch {best_epoch}")
+    log(f"trained in {seconds / 60:.1f} min; kept epoch {best_epoch} (by {summary['selected_on']}); "
+        f"best dev loss {summary['best_val_loss']:.4f}")
     return summary
 
 
