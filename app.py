@@ -12,6 +12,7 @@ import streamlit as st  # noqa: E402
 
 from captioner import Captioner, CaptionResult  # noqa: E402
 from captioner.checkpoint import CheckpointError, available_models  # noqa: E402
+from captioner.heatmap import word_overlays  # noqa: E402
 from captioner.images import load_image  # noqa: E402
 from captioner.speech import LANGUAGES, SpeechError, speak  # noqa: E402
 from captioner.weights import WeightsError  # noqa: E402
@@ -91,19 +92,25 @@ def gather_images() -> list[tuple[str, bytes]]:
 
 def caption_images(captioner: Captioner, images: list[tuple[str, bytes]], settings: dict) -> list[dict]:
     start = time.perf_counter()
+    attention = settings.get("attention", False)
     results: list[CaptionResult] = captioner.caption(
         [data for _, data in images], beam_width=settings["beam_width"], n_best=settings["n_best"],
-        max_words=settings["max_words"], names=[name for name, _ in images])
+        max_words=settings["max_words"], names=[name for name, _ in images], keep_features=attention)
     shown = []
     for (name, data), result in zip(images, results):
-        thumbnail = None
+        thumbnail, heatmaps = None, []
         if result.ok:
             img = load_image(data, name)
+            if attention:
+                words = result.captions[0].text.split()
+                maps = captioner.attention_maps(result.features, result.captions[0])
+                heatmaps = list(zip(words, word_overlays(img, maps, words)))
+                result.features = None  # not needed any more; keep the session small
             img.thumbnail((640, 640))
             buf = io.BytesIO()
             img.save(buf, format="JPEG", quality=85)
             thumbnail = buf.getvalue()
-        shown.append({"name": name, "result": result, "thumbnail": thumbnail})
+        shown.append({"name": name, "result": result, "thumbnail": thumbnail, "heatmaps": heatmaps})
     st.session_state.elapsed = time.perf_counter() - start
     return shown
 
@@ -125,6 +132,10 @@ def show_result(index: int, item: dict, settings: dict) -> None:
             st.markdown("**Alternatives**")
             st.table([{"caption": c.text, "probability": f"{c.probability:.2e}", "score": round(c.score, 3)}
                       for c in result.captions])
+        if item.get("heatmaps"):
+            with st.expander("Where the model looked, word by word", expanded=True):
+                words, images = zip(*item["heatmaps"])
+                st.image(list(images), caption=list(words), width=150)
         text = "\n".join(c.text for c in result.captions)
         st.code(best.text, language=None)  # has a copy button
         st.download_button("Download caption text", text + "\n", file_name=f"{Path(item['name']).stem}.txt",
@@ -152,6 +163,10 @@ def main() -> None:
         st.error("No model found in `models/`. Train one with `python -m captioner train --out models/merge-lstm`.")
         st.stop()
     captioner = model_or_stop(str(settings["model_dir"]))
+    if captioner.has_attention:
+        settings["attention"] = st.sidebar.toggle(
+            "Show where the model looked", value=False,
+            help="For attention models: a heatmap over the photo for every word of the caption.")
     images = gather_images()
     if st.button("Describe the image" if len(images) <= 1 else f"Describe {len(images)} images",
                  type="primary", disabled=not images):

@@ -27,16 +27,35 @@ def write_model_card(folder: Path, cfg: TrainConfig, training: dict, evaluations
     rows = [header, "|" + "---|" * (len(METRIC_ORDER) + 2)]
     rows += [_row(e["label"], e["metrics"], e["settings"]["n_images"]) for e in evaluations]
     settings = "\n".join(f"| `{k}` | {v} |" for k, v in cfg.to_json().items())
+    if cfg.decoder == "attention":
+        g = cfg.attention_grid
+        design = (f"Xception (ImageNet, frozen, its 10x10 grid of 2048-d region features at 299x299, averaged to "
+                  f"{g}x{g} regions) + **soft-attention decoder** (Show, Attend and Tell: additive attention "
+                  f"with a gate, initial state from the mean region, doubly stochastic penalty "
+                  f"{cfg.attention_reg}) with a {cfg.units}-unit LSTM")
+    else:
+        design = (f"Xception (ImageNet, frozen, pooled 2048-d features at 299x299) + **merge decoder** "
+                  f"(image added to the RNN output) with a {cfg.units}-unit {cfg.rnn.upper()}")
+    if training.get("selected_on") == "tune_cider":
+        selection = (f"the kept weights are the epoch with the best greedy CIDEr on the held-out training "
+                     f"images" + (f" (then the average of epochs {training['averaged_epochs']}, which scored "
+                                  f"higher there)" if training.get("averaged_epochs") else ""))
+        kept = f"kept epoch {training['best_epoch']} by held-out CIDEr"
+        if training.get("averaged_epochs"):
+            kept = f"kept the average of epochs {training['averaged_epochs']} (held-out CIDEr)"
+    else:
+        selection = "early stopping on **dev** loss"
+        kept = f"best dev loss at epoch {training['best_epoch']}"
     card = f"""# Model card: `{folder.name}`
 
-Xception (ImageNet, frozen, pooled 2048-d features at 299x299) + **{cfg.decoder} decoder** with a
-{cfg.units}-unit {cfg.rnn.upper()}, trained on Flickr8k with full-sequence teacher forcing.
+{design}, trained on Flickr8k with full-sequence teacher forcing{
+    f" and label smoothing {cfg.label_smoothing}" if cfg.label_smoothing else ""}.
 
 ## Data
 - Flickr8k as shipped in `../shared/flickr8k` (images squashed to 224x224 by a third party).
 - Trained on the official **train** split plus the images in no split, less {training.get('tune_images', 0)}
   images held out to choose decoding settings ({training['train_images']} images, {training['train_captions']}
-  captions); early stopping on **dev** loss. The official test split was never seen. Figures below are
+  captions); {selection}. The official test split was never seen. Figures below are
   on **dev** (1,000 images, 5 references each).
 - Vocabulary: {training['vocab_size']} words (seen at least {cfg.min_word_count} times in training captions).
 
@@ -52,10 +71,11 @@ Reproduce: `python -m captioner evaluate --split dev --model models/{folder.name
 (`--beam-width 1` for greedy; `--images ../shared/flickr8k/originals` for the full-resolution rows).
 
 ## Training
-- {training['train_seconds'] / 60:.1f} minutes on a 2-core CPU ({platform.machine()}), {training['epochs_run']} epochs,
-  best dev loss {training['best_val_loss']:.4f} at epoch {training['best_epoch']} (curve: `training_curve.png`).
+- {training['train_seconds'] / 60:.1f} minutes on a 2-core CPU ({platform.machine()}), {training['epochs_run']} epochs;
+  {kept}; best dev loss {training['best_val_loss']:.4f} (curve: `training_curve.png`).
 - Decoder: {training['parameters']:,} parameters; `decoder.keras` is {size_mb:.1f} MB.
-- Reproduce: `python -m captioner train --out models/{folder.name}` with the settings below.
+- Reproduce: `python -m captioner train --out models/{folder.name}` with the settings below as flags
+  (`--decoder {cfg.decoder}` and so on).
 
 | setting | value |
 |---|---|

@@ -257,7 +257,8 @@ def train(dataset: CaptionDataset, features_by_name: dict[str, np.ndarray], cfg:
         "best_val_loss": float(min(losses["val_loss"])), "loss": [float(x) for x in losses["loss"]],
         "val_loss": [float(x) for x in losses["val_loss"]], "parameters": int(model.count_params()),
         "vocab_size": len(vocab), "train_images": len(train_names), "train_captions": n_train,
-        "tune_images": len(tune_names), "selected_on": "tune_cider" if "tune_cider" in losses else "val_loss",
+        "tune_images": len(tune_names), "peak_rss_mb": round(_peak_rss_mb()),
+        "selected_on": "tune_cider" if "tune_cider" in losses else "val_loss",
         **({"tune_cider": [float(x) for x in losses["tune_cider"]]} if "tune_cider" in losses else {}),
         **({"averaged_tune_cider": losses["averaged_tune_cider"], "averaged_epochs": losses["averaged_epochs"]}
            if "averaged_epochs" in losses else {}),
@@ -269,8 +270,15 @@ def train(dataset: CaptionDataset, features_by_name: dict[str, np.ndarray], cfg:
     return summary
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory so far (features, model, TensorFlow), in MB."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def plot_curve(summary: dict, path: Path) -> None:
-    """Train and dev loss per epoch, with the kept epoch marked."""
+    """Train and dev loss per epoch (and held-out CIDEr when selection used it), kept epoch marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -283,7 +291,14 @@ def plot_curve(summary: dict, path: Path) -> None:
     ax.axvline(summary["best_epoch"], color="grey", ls="--", label=f"kept: epoch {summary['best_epoch']}")
     ax.set_xlabel("epoch")
     ax.set_ylabel("masked cross-entropy per word")
-    ax.legend()
+    handles, labels = ax.get_legend_handles_labels()
+    if "tune_cider" in summary:  # the selection metric, on its own scale
+        right = ax.twinx()
+        right.plot(epochs, summary["tune_cider"], "^-", color="tab:green", label="held-out greedy CIDEr")
+        right.set_ylabel("CIDEr (held-out training images)")
+        more_handles, more_labels = right.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    ax.legend(handles, labels, fontsize="small")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)

@@ -1,0 +1,71 @@
+"""The ablation table: one row per trained checkpoint folder and decoding, from the files training wrote.
+
+    python bench/ablation.py models/merge-lstm runs/attention-lstm ... [--markdown docs/ABLATION.md]
+
+Every figure comes from the folder's ``metrics.json`` (dev split; nltk BLEU, pycocoevalcap CIDEr-D and
+METEOR), ``training.json`` and ``config.json``; nothing is re-run here.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+COLUMNS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "CIDEr", "METEOR")
+
+
+def describe(cfg: dict) -> str:
+    """A short name for a training configuration."""
+    if cfg.get("decoder") == "attention":
+        name = f"attention {cfg.get('attention_grid', 5)}x{cfg.get('attention_grid', 5)}, {cfg['rnn'].upper()}"
+    else:
+        name = f"merge, {cfg['rnn'].upper()}"
+    extras = [f"label smoothing {cfg['label_smoothing']}" if cfg.get("label_smoothing") else "",
+              "selected on dev loss" if cfg.get("select_on", "dev_loss") == "dev_loss" else ""]
+    return name + "".join(f", {e}" for e in extras if e)
+
+
+def rows_for(folder: Path) -> list[dict]:
+    cfg = json.loads((folder / "config.json").read_text())
+    metrics = json.loads((folder / "metrics.json").read_text())
+    training = metrics.get("training") or json.loads((folder / "training.json").read_text())
+    size_mb = (folder / "decoder.keras").stat().st_size / 2**20
+    rows = []
+    for evaluation in metrics["evaluations"]:
+        if not evaluation["label"].startswith("dev,"):
+            continue  # the originals-vs-squashed rows live in the model card
+        rows.append({"model": describe(cfg), "folder": str(folder), "decoding": evaluation["label"][5:],
+                     **{c: evaluation["metrics"].get(c) for c in COLUMNS},
+                     "train_min": training["train_seconds"] / 60, "params_m": training["parameters"] / 1e6,
+                     "size_mb": size_mb, "peak_rss_gb": training.get("peak_rss_mb", 0) / 1024 or None})
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    head = ("| model | decoding | " + " | ".join(COLUMNS) +
+            " | training (min) | parameters (M) | checkpoint (MB) | training peak RAM (GB) |")
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 6)]
+    for r in rows:
+        cells = " | ".join("n/a" if r[c] is None else f"{r[c]:.3f}" for c in COLUMNS)
+        ram = "n/a" if r["peak_rss_gb"] is None else f"{r['peak_rss_gb']:.1f}"
+        lines.append(f"| {r['model']} (`{r['folder']}`) | {r['decoding']} | {cells} | {r['train_min']:.1f} | "
+                     f"{r['params_m']:.2f} | {r['size_mb']:.1f} | {ram} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("folders", nargs="+", type=Path)
+    parser.add_argument("--markdown", type=Path, default=None, help="also write the table to this file")
+    args = parser.parse_args()
+    rows = [row for folder in args.folders for row in rows_for(folder)]
+    table = markdown(rows)
+    print(table)
+    if args.markdown:
+        args.markdown.write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
