@@ -20,6 +20,17 @@ class StepModel(Protocol):
 
     def step(self, words: np.ndarray, state: State) -> tuple[np.ndarray, State]: ...
 
+    # optional: ``reorder(state, rows) -> state`` picks rows of every state array (beam search's
+    # reshuffle). Compiled steppers keep their state as tensors and gather inside TensorFlow; without
+    # it, the state arrays are indexed with NumPy.
+
+
+def reorder_state(model: StepModel, state: State, rows: Sequence[int]) -> State:
+    """The state rows ``rows`` (beam search keeps, repeats and drops beams between steps)."""
+    if hasattr(model, "reorder"):
+        return model.reorder(state, rows)
+    return tuple(s[rows] for s in state)
+
 
 @dataclass
 class Hypothesis:
@@ -156,7 +167,7 @@ def beam_search_batch(model: StepModel, features: np.ndarray, start_id: int, end
             break
         gather = [r for b in active for r in rows[b]]
         last = np.array([h.ids[-1] if h.ids else start_id for b in active for h in beams[b].live], np.int32)
-        log_probs, state = model.step(last, tuple(s[gather] for s in state))  # (sum of live beams, V)
+        log_probs, state = model.step(last, reorder_state(model, state, gather))  # (sum of live beams, V)
         offset = 0
         for b in active:
             n = len(beams[b].live)

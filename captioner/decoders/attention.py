@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import FEATURE_DIM, GRID_SIZE, TrainConfig
+from .merge import tf_constant
 
 LAYER_NAMES = ("region_dense", "embedding", "attention_lstm", "context_dense", "merge_dense", "logits")
 
@@ -176,16 +177,27 @@ class AttentionStepper:
             hidden = merge_dense(h + context_dense(context))  # (B, U)
             return tf.nn.log_softmax(logits(hidden)), h, c, regions, keys, alpha
 
-        self._initial_state, self._step = initial_state, step
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int32), *specs])
+        def reorder(rows, *state):
+            return tuple(tf.gather(s, rows) for s in state)
 
-    def initial_state(self, features: np.ndarray) -> tuple[np.ndarray, ...]:
-        """(B, 10, 10, 2048) region features -> state tuple."""
-        return tuple(t.numpy() for t in self._initial_state(np.asarray(features, np.float32)))
+        # concrete functions: no per-call signature matching; state stays in TensorFlow between steps
+        self._initial_state = initial_state.get_concrete_function()
+        self._step = step.get_concrete_function()
+        self._reorder = reorder.get_concrete_function()
 
-    def step(self, words: np.ndarray, state: tuple[np.ndarray, ...]) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
-        """(B,) previous word ids + state -> ((B, V) next-word log-probs, new state)."""
-        log_probs, *new_state, _ = self._step(np.asarray(words, np.int32), *state)
-        return log_probs.numpy(), tuple(t.numpy() for t in new_state)
+    def initial_state(self, features: np.ndarray) -> tuple:
+        """(B, 10, 10, 2048) region features -> state tuple (tensors, batch first)."""
+        return tuple(self._initial_state(tf_constant(features, np.float32)))
+
+    def step(self, words: np.ndarray, state: tuple) -> tuple[np.ndarray, tuple]:
+        """(B,) previous word ids + state -> ((B, V) next-word log-probs as NumPy, new state)."""
+        log_probs, *new_state, _ = self._step(tf_constant(words, np.int32), *state)
+        return log_probs.numpy(), tuple(new_state)
+
+    def reorder(self, state: tuple, rows) -> tuple:
+        """Rows ``rows`` of every state tensor, gathered inside TensorFlow."""
+        return tuple(self._reorder(tf_constant(rows, np.int32), *state))
 
     def attention(self, features: np.ndarray, ids: list[int], start_id: int) -> np.ndarray:
         """Where the model looked while emitting each word of a caption.
@@ -196,7 +208,7 @@ class AttentionStepper:
         state = self.initial_state(np.asarray(features)[None])
         maps, previous = [], start_id
         for word in ids:
-            _, *state, alpha = self._step(np.array([previous], np.int32), *state)
+            _, *state, alpha = self._step(tf_constant([previous], np.int32), *state)
             maps.append(alpha.numpy()[0])
             previous = word
         side = int(round(self.n_regions ** 0.5))

@@ -76,13 +76,32 @@ class MergeStepper:
             log_probs = tf.nn.log_softmax(logits(hidden))  # (B, V)
             return (log_probs, *tf.nest.flatten(new_rnn_state), image)
 
-        self._initial_state, self._step = initial_state, step
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int32), *state_specs])
+        def reorder(rows, *state):
+            return tuple(tf.gather(s, rows) for s in state)
 
-    def initial_state(self, features: np.ndarray) -> tuple[np.ndarray, ...]:
-        """(B, 2048) features -> state tuple."""
-        return tuple(t.numpy() for t in self._initial_state(np.asarray(features, np.float32)))
+        # Concrete functions: calling them skips tf.function's per-call signature matching, which is
+        # most of the cost of a step this small. State stays in TensorFlow between steps.
+        self._initial_state = initial_state.get_concrete_function()
+        self._step = step.get_concrete_function()
+        self._reorder = reorder.get_concrete_function()
 
-    def step(self, words: np.ndarray, state: tuple[np.ndarray, ...]) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
-        """(B,) previous word ids + state -> ((B, V) next-word log-probs, new state)."""
-        log_probs, *new_state = self._step(np.asarray(words, np.int32), *state)
-        return log_probs.numpy(), tuple(t.numpy() for t in new_state)
+    def initial_state(self, features: np.ndarray) -> tuple:
+        """(B, 2048) features -> state tuple (tensors, batch first)."""
+        return tuple(self._initial_state(tf_constant(features, np.float32)))
+
+    def step(self, words: np.ndarray, state: tuple) -> tuple[np.ndarray, tuple]:
+        """(B,) previous word ids + state -> ((B, V) next-word log-probs as NumPy, new state)."""
+        log_probs, *new_state = self._step(tf_constant(words, np.int32), *state)
+        return log_probs.numpy(), tuple(new_state)
+
+    def reorder(self, state: tuple, rows) -> tuple:
+        """Rows ``rows`` of every state tensor, gathered inside TensorFlow."""
+        return tuple(self._reorder(tf_constant(rows, np.int32), *state))
+
+
+def tf_constant(values, dtype):
+    """A tensor from an array-like, converted once (the compiled functions take tensors)."""
+    import tensorflow as tf
+
+    return tf.constant(np.asarray(values, dtype))
