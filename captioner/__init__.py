@@ -102,20 +102,23 @@ class Captioner:
         decode = decode or DecodeConfig(length_alpha=self.checkpoint.length_alpha)
         decode.validate()
         hyps = decode_batch(self.stepper, features, self.vocab.start_id, self.vocab.end_id,
-                            decode.beam_width, decode.max_words, decode.length_alpha, decode.n_best)
+                            decode.beam_width, decode.max_words, decode.length_alpha, decode.n_best,
+                            decode.block_ngram)
         return [[Caption(self.vocab.decode(h.ids), h.log_prob, h.score) for h in per_image] for per_image in hyps]
 
     def caption(self, images: Sequence[ImageSource], beam_width: int = 3, n_best: int = 1, max_words: int = 30,
                 names: Sequence[str] | None = None, length_alpha: float | None = None,
-                keep_features: bool = False) -> list[CaptionResult]:
+                keep_features: bool = False, block_ngram: int = DecodeConfig.block_ngram) -> list[CaptionResult]:
         """Caption several images (paths, bytes, file objects or PIL images) in one encoder batch.
 
         An image that cannot be read gets ``result.error`` and the others are still captioned.
         ``length_alpha`` defaults to the checkpoint's tuned value (``decoding.json``). With
-        ``keep_features`` each result keeps its image features (for ``attention_maps``).
+        ``keep_features`` each result keeps its image features (for ``attention_maps``). ``block_ngram``
+        n keeps a caption from repeating its own n-grams (0 allows it).
         """
         alpha = self.checkpoint.length_alpha if length_alpha is None else length_alpha
-        decode = DecodeConfig(beam_width=beam_width, n_best=n_best, max_words=max_words, length_alpha=alpha)
+        decode = DecodeConfig(beam_width=beam_width, n_best=n_best, max_words=max_words, length_alpha=alpha,
+                              block_ngram=block_ngram)
         decode.validate()
         results, pixels, readable = [], [], []
         for i, source in enumerate(images):

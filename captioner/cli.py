@@ -29,6 +29,9 @@ def _add_decode_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--length-alpha", type=float, default=None,
                         help="beam length normalisation exponent (default: the model's tuned value, "
                              f"else {d.length_alpha})")
+    parser.add_argument("--block-ngram", type=int, default=d.block_ngram,
+                        help="never repeat one of the caption's own n-grams of this length; 0 = allow "
+                             "(default %(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _decode_config(args, n_best: int = 1, default_alpha: float = DecodeConfig.length_alpha) -> DecodeConfig:
     alpha = default_alpha if args.length_alpha is None else args.length_alpha
-    cfg = DecodeConfig(beam_width=args.beam_width, n_best=n_best, max_words=args.max_words, length_alpha=alpha)
+    cfg = DecodeConfig(beam_width=args.beam_width, n_best=n_best, max_words=args.max_words, length_alpha=alpha,
+                       block_ngram=args.block_ngram)
     cfg.validate()
     return cfg
 

@@ -77,12 +77,15 @@ class DecodeConfig:
     n_best: int = 1  # how many captions to return per image
     max_words: int = 30  # hard cap on generated words
     length_alpha: float = 0.7  # length normalisation: score = log p / len ** alpha (0 = none)
+    block_ngram: int = 3  # never repeat one of the caption's own n-grams ("a man in a man in"); 0 = allow
 
     def validate(self) -> None:
         if not 1 <= self.beam_width <= 20:
             raise ValueError(f"beam width must be between 1 and 20, not {self.beam_width}")
         if not 1 <= self.n_best <= self.beam_width:
             raise ValueError(f"n_best must be between 1 and the beam width ({self.beam_width}), not {self.n_best}")
+        if self.block_ngram < 0:
+            raise ValueError(f"block_ngram must be 0 (off) or at least 2, not {self.block_ngram}")
         if not 1 <= self.max_words <= 100:
             raise ValueError(f"max_words must be between 1 and 100, not {self.max_words}")
 

@@ -49,11 +49,34 @@ def length_normalised(log_prob: float, n_words: int, finished: bool, alpha: floa
     return log_prob / max(length, 1) ** alpha if alpha else log_prob
 
 
+def repeated_ngram_words(ids: Sequence[int], n: int) -> list[int]:
+    """Words that would repeat an n-gram already in ``ids`` if appended ("a man in a man in" with n=3
+    forbids "in" after "... a man"). ``n`` < 2 blocks nothing."""
+    if n < 2 or len(ids) < n - 1:
+        return []
+    prefix = tuple(ids[len(ids) - n + 1:])
+    return [ids[i + n - 1] for i in range(len(ids) - n + 1) if tuple(ids[i:i + n - 1]) == prefix]
+
+
+def block_repeats(log_probs: np.ndarray, hypotheses: Sequence[Sequence[int]], n: int) -> np.ndarray:
+    """``log_probs`` (B, V) with each row's repeat-making words set to -inf (a copy when anything changes)."""
+    if n < 2:
+        return log_probs
+    blocked = None
+    for row, ids in enumerate(hypotheses):
+        words = repeated_ngram_words(ids, n)
+        if words:
+            blocked = log_probs.copy() if blocked is None else blocked
+            blocked[row, words] = -np.inf
+    return log_probs if blocked is None else blocked
+
+
 def greedy_decode(model: StepModel, features: np.ndarray, start_id: int, end_id: int,
-                  max_words: int = 30, length_alpha: float = 0.0) -> list[Hypothesis]:
+                  max_words: int = 30, length_alpha: float = 0.0, block_ngram: int = 0) -> list[Hypothesis]:
     """Most likely next word at every step, for a batch of images at once.
 
-    features: (B, D). Returns one Hypothesis per image.
+    features: (B, D). ``block_ngram`` n >= 2 never lets a caption repeat one of its own n-grams.
+    Returns one Hypothesis per image.
     """
     features = np.asarray(features)
     batch = features.shape[0]
@@ -64,6 +87,7 @@ def greedy_decode(model: StepModel, features: np.ndarray, start_id: int, end_id:
     done = np.zeros(batch, dtype=bool)
     for step in range(max_words + 1):
         log_probs, state = model.step(words, state)  # (B, V)
+        log_probs = block_repeats(log_probs, ids, block_ngram)
         if step == max_words:  # out of room: the caption ends here, with <end> only if it is the best word
             best = log_probs.argmax(axis=1)
             for b in np.flatnonzero(~done & (best == end_id)):
@@ -85,13 +109,14 @@ def greedy_decode(model: StepModel, features: np.ndarray, start_id: int, end_id:
 
 
 def beam_search(model: StepModel, features: np.ndarray, start_id: int, end_id: int, beam_width: int = 3,
-                max_words: int = 30, length_alpha: float = 0.7, n_best: int = 1) -> list[Hypothesis]:
+                max_words: int = 30, length_alpha: float = 0.7, n_best: int = 1,
+                block_ngram: int = 0) -> list[Hypothesis]:
     """Beam search for ONE image; returns the ``n_best`` hypotheses, best score first.
 
     features: (D,) or (1, D). See ``beam_search_batch`` for the algorithm. Width 1 is exactly greedy.
     """
     return beam_search_batch(model, np.asarray(features)[None], start_id, end_id, beam_width,
-                             max_words, length_alpha, n_best)[0]
+                             max_words, length_alpha, n_best, block_ngram)[0]
 
 
 class _Beam:
@@ -103,9 +128,10 @@ class _Beam:
         self.done = False
 
     def advance(self, log_probs: np.ndarray, step: int, end_id: int, beam_width: int, max_words: int,
-                length_alpha: float) -> list[int]:
+                length_alpha: float, block_ngram: int = 0) -> list[int]:
         """Extend the live hypotheses with their (L, V) next-word log-probs; return the parent row of
         each new live hypothesis (indices into ``log_probs``)."""
+        log_probs = block_repeats(log_probs, [h.ids for h in self.live], block_ngram)
         totals = np.array([h.log_prob for h in self.live])[:, None] + log_probs  # (L, V)
         if step == max_words:
             # No room for more words: finish with <end> if it is each beam's best choice, else cut.
@@ -121,6 +147,8 @@ class _Beam:
         vocab = log_probs.shape[1]
         new_live, parents = [], []
         for rank, j in enumerate(top):
+            if not np.isfinite(flat[j]):
+                break  # only blocked words are left (tiny vocabularies); they are never candidates
             parent, word = divmod(int(j), vocab)
             if word == end_id:
                 if rank < beam_width:
@@ -146,7 +174,8 @@ class _Beam:
 
 
 def beam_search_batch(model: StepModel, features: np.ndarray, start_id: int, end_id: int, beam_width: int = 3,
-                      max_words: int = 30, length_alpha: float = 0.7, n_best: int = 1) -> list[list[Hypothesis]]:
+                      max_words: int = 30, length_alpha: float = 0.7, n_best: int = 1,
+                      block_ngram: int = 0) -> list[list[Hypothesis]]:
     """Beam search for a batch of images at once: every live beam of every image goes through the
     model in ONE step call (batched along the batch axis). Returns B lists of ``n_best`` hypotheses.
 
@@ -172,7 +201,7 @@ def beam_search_batch(model: StepModel, features: np.ndarray, start_id: int, end
         for b in active:
             n = len(beams[b].live)
             parents = beams[b].advance(log_probs[offset:offset + n], step, end_id, beam_width, max_words,
-                                       length_alpha)
+                                       length_alpha, block_ngram)
             rows[b] = [offset + p for p in parents]
             offset += n
     return [beam.best(n_best, length_alpha) for beam in beams]
@@ -188,13 +217,15 @@ def _search_is_done(finished: list[Hypothesis], live: list[Hypothesis], beam_wid
 
 
 def decode_batch(model: StepModel, features: np.ndarray, start_id: int, end_id: int, beam_width: int = 3,
-                 max_words: int = 30, length_alpha: float = 0.7, n_best: int = 1) -> list[list[Hypothesis]]:
+                 max_words: int = 30, length_alpha: float = 0.7, n_best: int = 1,
+                 block_ngram: int = 0) -> list[list[Hypothesis]]:
     """Captions for (B, D) features, the whole batch at once: greedy when ``beam_width == 1 and
     n_best == 1``, otherwise batched beam search. Returns B lists of hypotheses."""
     features = np.asarray(features)
     if beam_width == 1 and n_best == 1:
-        return [[h] for h in greedy_decode(model, features, start_id, end_id, max_words, length_alpha)]
-    return beam_search_batch(model, features, start_id, end_id, beam_width, max_words, length_alpha, n_best)
+        return [[h] for h in greedy_decode(model, features, start_id, end_id, max_words, length_alpha, block_ngram)]
+    return beam_search_batch(model, features, start_id, end_id, beam_width, max_words, length_alpha, n_best,
+                             block_ngram)
 
 
 def sequence_log_prob(model: StepModel, features: np.ndarray, ids: Sequence[int], start_id: int,

@@ -157,3 +157,48 @@ def test_batched_beam_search_matches_one_image_at_a_time(width):
                             n_best=width)
         assert [(h.ids, h.finished) for h in hyps] == [(h.ids, h.finished) for h in alone]
         assert [h.score for h in hyps] == pytest.approx([h.score for h in alone])
+
+
+def test_repeated_ngram_words_finds_what_would_repeat():
+    from captioner.decoding import repeated_ngram_words
+
+    # "a man in a man" + "in" would repeat the trigram "a man in"
+    assert repeated_ngram_words([5, 6, 7, 5, 6], 3) == [7]
+    assert repeated_ngram_words([5, 6, 7, 5, 6], 0) == []
+    assert repeated_ngram_words([5, 6], 3) == []
+    assert repeated_ngram_words([5, 5], 2) == [5]  # "5 5" + "5" repeats the bigram "5 5"
+
+
+class LoopingModel:
+    """A model stuck in a loop: after word w it always prefers w + 1, cycling 4 -> 5 -> 6 -> 4 ...,
+    with <end> a distant option, so unblocked decoding says "4 5 6 4 5 6 ..."."""
+
+    vocab = 8
+
+    def initial_state(self, features):
+        return (np.full(len(features), START),)
+
+    def step(self, words, state):
+        out = np.full((len(words), self.vocab), -9.0)
+        for b, w in enumerate(words):
+            nxt = 4 if w in (START, 6, 7) else w + 1
+            out[b, nxt] = -0.1
+            out[b, 7 if nxt != 7 else 4] = -2.5  # a second choice
+            out[b, END] = -4.0
+        return out, (np.asarray(words),)
+
+
+def test_blocking_stops_the_loop_in_greedy_and_beam():
+    model = LoopingModel()
+    [free] = greedy_decode(model, np.zeros((1, 1)), START, END, max_words=9)
+    assert free.ids[:6] == [4, 5, 6, 4, 5, 6]
+    for n in (2, 3):
+        [greedy] = greedy_decode(model, np.zeros((1, 1)), START, END, max_words=9, block_ngram=n)
+        beams = beam_search(model, np.zeros(1), START, END, beam_width=3, max_words=9, block_ngram=n, n_best=3)
+        for ids in [greedy.ids] + [h.ids for h in beams]:
+            grams = [tuple(ids[i:i + n]) for i in range(len(ids) - n + 1)]
+            assert len(grams) == len(set(grams)), ids
+    # beam 1 is still exactly greedy with blocking on
+    [one] = beam_search(model, np.zeros(1), START, END, beam_width=1, max_words=9, block_ngram=3)
+    [greedy] = greedy_decode(model, np.zeros((1, 1)), START, END, max_words=9, block_ngram=3)
+    assert one.ids == greedy.ids and one.log_prob == pytest.approx(greedy.log_prob)
