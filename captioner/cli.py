@@ -67,6 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=type(f.default), default=None,
                        help=helps.get(f.name, "").replace("%", "%%"))
 
+    p = sub.add_parser("finetune", help="self-critical sequence training (CIDEr-D reward) of a trained model")
+    p.add_argument("--data", type=Path, default=None, help="dataset folder (default ../shared/flickr8k)")
+    p.add_argument("--model", type=Path, required=True, help="the trained checkpoint folder to start from")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
+    p.add_argument("--weights", type=Path, default=None)
+    p.add_argument("--epochs", type=int, default=5, help="upper bound (default %(default)s)")
+    p.add_argument("--learning-rate", type=float, default=2e-5, help="default %(default)s")
+    p.add_argument("--no-eval", action="store_true", help="skip the dev evaluation and model card")
+
     p = sub.add_parser("weights", help="obtain and verify the Xception ImageNet weights")
     p.add_argument("--weights", type=Path, default=None, help="use this file instead of the cache")
     p.add_argument("--no-download", action="store_true", help="only check the explicit path and the cache")
@@ -81,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return {"caption": cmd_caption, "evaluate": cmd_evaluate, "train": cmd_train,
-                "weights": cmd_weights}[args.command](args)
+                "finetune": cmd_finetune, "weights": cmd_weights}[args.command](args)
     except (CheckpointError, WeightsError, DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -203,6 +212,26 @@ def cmd_train(args) -> int:
         return 0  # only the chief keeps a checkpoint; the others' copies are identical
     if not args.no_eval:
         evaluate_and_card(args.out, dataset, encoder, cfg, summary)
+    print(f"checkpoint written to {args.out}")
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    import json as _json
+
+    from .data import load_dataset
+    from .encoder import XceptionEncoder
+    from .scst import finetune_folder
+
+    dataset = load_dataset(args.data)
+    encoder = XceptionEncoder.load(args.weights)
+    history = finetune_folder(args.model, args.out, dataset, encoder, args.epochs, args.learning_rate)
+    if not args.no_eval:
+        from .checkpoint import load_checkpoint
+
+        summary = _json.loads((args.out / "training.json").read_text()) if (args.out / "training.json").is_file() else {}
+        summary["scst"] = {k: history[k] for k in ("tune_cider", "kept_epoch", "seconds")}
+        evaluate_and_card(args.out, dataset, encoder, load_checkpoint(args.out).config, summary)
     print(f"checkpoint written to {args.out}")
     return 0
 

@@ -46,6 +46,12 @@ def write_model_card(folder: Path, cfg: TrainConfig, training: dict, evaluations
     else:
         selection = "early stopping on **dev** loss"
         kept = f"best dev loss at epoch {training['best_epoch']}"
+    scst = training.get("scst")
+    scst_line = ""
+    if scst:
+        scst_line = (f"\n- Then fine-tuned with self-critical sequence training (CIDEr-D reward, greedy baseline) for "
+                     f"{len(scst['tune_cider']) - 1} epoch(s) in {scst['seconds'] / 60:.1f} minutes; held-out greedy CIDEr by "
+                     f"epoch (0 = before): {[round(x, 4) for x in scst['tune_cider']]}; kept epoch {scst['kept_epoch']}.")
     card = f"""# Model card: `{folder.name}`
 
 {design}, trained on Flickr8k with full-sequence teacher forcing{
@@ -72,7 +78,7 @@ Reproduce: `python -m captioner evaluate --split dev --model models/{folder.name
 
 ## Training
 - {training['train_seconds'] / 60:.1f} minutes on a 2-core CPU ({platform.machine()}), {training['epochs_run']} epochs;
-  {kept}; best dev loss {training['best_val_loss']:.4f} (curve: `training_curve.png`).
+  {kept}; best dev loss {training['best_val_loss']:.4f} (curve: `training_curve.png`).{scst_line}
 - Decoder: {training['parameters']:,} parameters; `decoder.keras` is {size_mb:.1f} MB.
 - Reproduce: `python -m captioner train --out models/{folder.name}` with the settings below as flags
   (`--decoder {cfg.decoder}` and so on).

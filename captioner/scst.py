@@ -1,0 +1,200 @@
+"""Self-critical sequence training (Rennie et al. 2017): fine-tune a trained decoder on CIDEr-D.
+
+For each image the model samples a few captions and decodes one greedily; a sample's reward is its
+CIDEr-D minus the greedy caption's, so only captions better than what the model would say anyway are
+reinforced. The loss is ``-(reward - baseline) * log p(sampled caption)``, computed with the
+full-sequence model on the sampled words. Everything runs on cached features, and the kept weights
+are those with the best greedy CIDEr on the held-out training images (never dev).
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .decoding import StepModel
+
+Ngrams = Counter  # n-gram tuple -> count
+
+
+def _ngrams(words: Sequence[str], n_max: int = 4) -> Ngrams:
+    return Counter(tuple(words[i:i + n]) for n in range(1, n_max + 1) for i in range(len(words) - n + 1))
+
+
+class CiderD:
+    """CIDEr-D as pycocoevalcap computes it, but with document frequencies from a fixed corpus (the
+    training references), so a batch's reward does not depend on which images share the batch."""
+
+    def __init__(self, corpus_references: Sequence[Sequence[str]], sigma: float = 6.0):
+        self.sigma = sigma
+        self.document_frequency: Counter = Counter()
+        for refs in corpus_references:  # one "document" = one image's set of references
+            self.document_frequency.update({g for r in refs for g in _ngrams(r.split())})
+        self.log_documents = math.log(float(len(corpus_references)))
+
+    def _vector(self, counts: Ngrams):
+        vec, norm, length = [defaultdict(float) for _ in range(4)], [0.0] * 4, 0
+        for gram, tf in counts.items():
+            n = len(gram) - 1
+            vec[n][gram] = tf * (self.log_documents - math.log(max(1.0, self.document_frequency[gram])))
+            norm[n] += vec[n][gram] ** 2
+            if n == 1:
+                length += tf  # pycocoevalcap measures length in bigrams; kept for identical scores
+        return vec, [math.sqrt(x) for x in norm], length
+
+    def prepare(self, references: Sequence[str]):
+        """Reference vectors of one image, computed once and reused for all its candidates."""
+        return [self._vector(_ngrams(r.split())) for r in references]
+
+    def score(self, candidate: str, prepared_refs) -> float:
+        vec, norm, length = self._vector(_ngrams(candidate.split()))
+        total = 0.0
+        for ref_vec, ref_norm, ref_length in prepared_refs:
+            penalty = math.exp(-((length - ref_length) ** 2) / (2 * self.sigma ** 2))
+            for n in range(4):
+                value = sum(min(v, ref_vec[n].get(g, 0.0)) * ref_vec[n].get(g, 0.0) for g, v in vec[n].items())
+                if norm[n] and ref_norm[n]:
+                    value /= norm[n] * ref_norm[n]
+                total += value * penalty / 4
+        return 10.0 * total / len(prepared_refs)
+
+
+def sample_decode(model: StepModel, features: np.ndarray, start_id: int, end_id: int, max_words: int,
+                  rng: np.random.Generator) -> list[list[int]]:
+    """One caption per row of ``features``, each word drawn from the model's distribution
+    (Gumbel-max: argmax of log-probs plus Gumbel noise). Returns word ids without start/end."""
+    batch = len(features)
+    state = model.initial_state(features)
+    words = np.full(batch, start_id, np.int32)
+    ids: list[list[int]] = [[] for _ in range(batch)]
+    done = np.zeros(batch, bool)
+    for _ in range(max_words):
+        log_probs, state = model.step(words, state)  # (B, V)
+        words = (log_probs + rng.gumbel(size=log_probs.shape)).argmax(axis=1).astype(np.int32)
+        for b in np.flatnonzero(~done):
+            if words[b] == end_id:
+                done[b] = True
+            else:
+                ids[b].append(int(words[b]))
+        if done.all():
+            break
+    return ids
+
+
+def finetune(model, vocab, stepper, train_features: np.ndarray, train_refs: list[list[str]],
+             tune_features: np.ndarray, tune_refs: list[list[str]], epochs: int = 5, batch_images: int = 32,
+             samples: int = 5, learning_rate: float = 2e-5, max_words: int = 20, patience: int = 2,
+             seed: int = 42, log=print) -> dict:
+    """SCST on ``model`` in place; keeps the epoch with the best held-out greedy CIDEr (or the
+    starting weights if no epoch beats them). Returns a summary."""
+    import keras
+    import tensorflow as tf
+
+    from .decoding import greedy_decode
+    from .train import tune_cider
+
+    rng = np.random.default_rng(seed)
+    cider = CiderD(train_refs)
+    prepared = [None] * len(train_refs)
+    optimizer = keras.optimizers.Adam(learning_rate, clipnorm=5.0)
+    start_score = tune_cider(model, tune_features, tune_refs, vocab)
+    history = {"tune_cider": [start_score], "mean_reward": [], "epoch_seconds": []}
+    best_score, best_weights, since_best = start_score, model.get_weights(), 0
+    log(f"SCST: held-out greedy CIDEr before fine-tuning {start_score:.4f}")
+
+    @tf.function(reduce_retracing=True)
+    def train_step(features, inputs, targets, mask, advantage):
+        with tf.GradientTape() as tape:
+            logits = model([features, inputs], training=False)  # the same policy that sampled
+            log_probs = -keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
+            sequence_log_prob = tf.reduce_sum(log_probs * mask, axis=1)  # (N,)
+            loss = -tf.reduce_mean(advantage * sequence_log_prob)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    for epoch in range(epochs):
+        start, rewards = time.perf_counter(), []
+        order = rng.permutation(len(train_features))
+        for i in range(0, len(order), batch_images):
+            chunk = order[i:i + batch_images]
+            feats = train_features[chunk].astype(np.float32)
+            greedy = [vocab.decode(h.ids) for h in greedy_decode(stepper, feats, vocab.start_id, vocab.end_id,
+                                                                   max_words, block_ngram=0)]
+            repeated = np.repeat(feats, samples, axis=0)
+            sampled = sample_decode(stepper, repeated, vocab.start_id, vocab.end_id, max_words, rng)
+            advantage = np.zeros(len(sampled), np.float32)
+            for j, image in enumerate(chunk):
+                if prepared[image] is None:
+                    prepared[image] = cider.prepare(train_refs[image])
+                baseline = cider.score(greedy[j], prepared[image])
+                for k in range(samples):
+                    reward = cider.score(vocab.decode(sampled[j * samples + k]), prepared[image])
+                    advantage[j * samples + k] = reward - baseline
+                    rewards.append(reward)
+            # teacher-forced inputs/targets of the sampled captions, padded; <end> is scored too
+            seqs = [[vocab.start_id, *ids, vocab.end_id] for ids in sampled]
+            width = max(map(len, seqs))
+            padded = np.array([s + [0] * (width - len(s)) for s in seqs], np.int32)
+            mask = (padded[:, 1:] != 0).astype(np.float32)
+            train_step(repeated, padded[:, :-1], padded[:, 1:], mask, advantage)
+        score = tune_cider(model, tune_features, tune_refs, vocab)
+        seconds = time.perf_counter() - start
+        history["tune_cider"].append(score)
+        history["mean_reward"].append(float(np.mean(rewards)))
+        history["epoch_seconds"].append(round(seconds, 1))
+        log(f"SCST epoch {epoch + 1}: mean sampled CIDEr-D {np.mean(rewards):.4f}, held-out greedy CIDEr "
+            f"{score:.4f} ({seconds:.0f} s)")
+        if score > best_score:
+            best_score, best_weights, since_best = score, model.get_weights(), 0
+        else:
+            since_best += 1
+            if since_best >= patience:
+                break
+    model.set_weights(best_weights)
+    history["kept_epoch"] = int(np.argmax(history["tune_cider"]))  # 0 = the starting weights
+    history["best_tune_cider"] = best_score
+    return history
+
+
+def finetune_folder(model_dir: Path, out_dir: Path, dataset, encoder, epochs: int = 5,
+                    learning_rate: float = 2e-5, log=print) -> dict:
+    """SCST on a trained checkpoint folder; writes a new folder (same vocabulary and config)."""
+    import shutil
+
+    from .checkpoint import load_checkpoint, save_checkpoint
+    from .config import save_json
+    from .features import extract_features
+    from .train import TUNE_FILE, make_stepper
+
+    checkpoint = load_checkpoint(model_dir)
+    kind = "spatial" if checkpoint.config.decoder == "attention" else "pooled"
+    tune_file = Path(model_dir) / TUNE_FILE
+    tune_names = [n for n in tune_file.read_text().split() if n in dataset.captions] if tune_file.is_file() else []
+    if not tune_names:
+        raise ValueError(f"{tune_file}: no held-out training images to select on; train with --tune-images")
+    held_out = set(tune_names)
+    train_names = [n for n in dataset.split_names("train") if n not in held_out]
+    extracted = extract_features(encoder, [dataset.image_path(n) for n in train_names + tune_names], kind=kind)
+    index = {n: i for i, n in enumerate(extracted.names)}
+    train_names = [n for n in train_names if n in index]
+    tune_names = [n for n in tune_names if n in index]
+    pick = lambda names: extracted.features[[index[n] for n in names]]  # noqa: E731
+    model = checkpoint.model
+    start = time.perf_counter()
+    history = finetune(model, checkpoint.vocab, make_stepper(model), pick(train_names),
+                       [dataset.captions[n] for n in train_names], pick(tune_names),
+                       [dataset.captions[n] for n in tune_names], epochs=epochs, learning_rate=learning_rate,
+                       log=log)
+    history["seconds"] = round(time.perf_counter() - start, 1)
+    out_dir = Path(out_dir)
+    save_checkpoint(model, checkpoint.vocab, checkpoint.config, out_dir)
+    for name in (TUNE_FILE, "training.json", "training_curve.png"):
+        if (Path(model_dir) / name).is_file() and Path(model_dir) != out_dir:
+            shutil.copy(Path(model_dir) / name, out_dir / name)
+    save_json({**history, "started_from": str(model_dir), "learning_rate": learning_rate}, out_dir / "scst.json")
+    return history

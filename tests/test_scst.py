@@ -1,0 +1,71 @@
+"""Self-critical sequence training: the reward is exactly CIDEr-D, sampling follows the model, and a
+fine-tuning run keeps the best held-out weights."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from captioner.scst import CiderD, finetune, sample_decode
+
+REFS = {
+    "1": ["a dog runs on the grass", "a brown dog is running", "the dog plays outside"],
+    "2": ["a man rides a bike", "a person on a bicycle", "a man is cycling down the road"],
+    "3": ["two children play in the water", "kids splash in a pool", "two kids swim"],
+}
+HYPS = {"1": "a dog runs on grass", "2": "a man on a bike", "3": "a dog in the water"}
+
+
+def test_cider_d_matches_pycocoevalcap_when_given_the_same_documents():
+    from pycocoevalcap.cider.cider import Cider
+
+    keys = sorted(REFS)
+    expected_mean, expected_each = Cider().compute_score({k: REFS[k] for k in keys}, {k: [HYPS[k]] for k in keys})
+    cider = CiderD([REFS[k] for k in keys])
+    ours = [cider.score(HYPS[k], cider.prepare(REFS[k])) for k in keys]
+    np.testing.assert_allclose(ours, expected_each, rtol=1e-9)
+    assert np.mean(ours) == pytest.approx(expected_mean)
+    assert cider.score(REFS["1"][0], cider.prepare(REFS["1"])) > cider.score("a man rides", cider.prepare(REFS["1"]))
+
+
+class TwoWordModel:
+    """After <start>: word 4 with p = 0.8, word 5 with p = 0.2; then always <end>."""
+
+    def initial_state(self, features):
+        return (np.zeros(len(features)),)
+
+    def step(self, words, state):
+        out = np.full((len(words), 6), -30.0)
+        first = state[0] == 0
+        out[first, 4], out[first, 5] = np.log(0.8), np.log(0.2)
+        out[~first, 2] = 0.0
+        return out, (state[0] + 1,)
+
+
+def test_sampling_follows_the_model_distribution():
+    ids = sample_decode(TwoWordModel(), np.zeros((4000, 1)), 1, 2, max_words=5, rng=np.random.default_rng(0))
+    assert all(len(c) == 1 for c in ids)
+    share = np.mean([c[0] == 4 for c in ids])
+    assert share == pytest.approx(0.8, abs=0.03)
+
+
+def test_finetune_keeps_the_best_held_out_weights():
+    import keras
+
+    from captioner.config import TrainConfig
+    from captioner.decoders import MergeStepper, build_merge_model
+    from captioner.train import tune_cider
+    from captioner.vocab import Vocabulary
+
+    keras.utils.set_random_seed(0)
+    refs = [REFS[k] for k in sorted(REFS)] * 4
+    vocab = Vocabulary.fit([r for rs in refs for r in rs], min_count=1)
+    model = build_merge_model(len(vocab), TrainConfig(units=16, embedding_dim=8))
+    feats = np.random.default_rng(0).normal(size=(12, 2048)).astype(np.float32)
+    before = tune_cider(model, feats[:3], refs[:3], vocab)
+    history = finetune(model, vocab, MergeStepper(model), feats, refs, feats[:3], refs[:3], epochs=3,
+                       batch_images=4, samples=3, learning_rate=1e-2, max_words=8, patience=3, log=lambda m: None)
+    assert history["tune_cider"][0] == pytest.approx(before)
+    assert len(history["tune_cider"]) == 4 and len(history["mean_reward"]) == 3
+    kept = tune_cider(model, feats[:3], refs[:3], vocab)
+    assert kept == pytest.approx(max(history["tune_cider"]), abs=1e-9)
+    assert history["kept_epoch"] == int(np.argmax(history["tune_cider"]))
