@@ -100,3 +100,36 @@ def test_no_model_folder_explains_the_fix(monkeypatch):
     assert not at.exception
     [error] = at.error
     assert "No model found" in error.value and "python -m captioner train" in error.value
+
+
+def test_attention_model_shows_a_heatmap_per_word(tmp_path, monkeypatch):
+    """With an attention model picked, the toggle draws one overlay per caption word (a tiny,
+    untrained attention decoder: the words are nonsense, the plumbing is real)."""
+    import keras
+    from streamlit.testing.v1 import AppTest
+
+    import captioner.checkpoint
+    from captioner.checkpoint import save_checkpoint
+    from captioner.config import TrainConfig
+    from captioner.decoders import build_attention_model
+    from captioner.vocab import Vocabulary
+
+    keras.utils.set_random_seed(0)
+    vocab = Vocabulary.fit(["a dog runs on the grass", "a cat sits"], min_count=1)
+    cfg = TrainConfig(decoder="attention", units=16, embedding_dim=8, attention_units=8)
+    folder = tmp_path / "tiny-attention"
+    save_checkpoint(build_attention_model(len(vocab), cfg), vocab, cfg, folder)
+    monkeypatch.setattr(captioner.checkpoint, "available_models", lambda root=None: [folder])
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.run()
+    assert not at.exception, at.exception
+    [toggle] = [t for t in at.sidebar.toggle if "where the model looked" in t.label]
+    toggle.set_value(True).run()
+    at.file_uploader[0].set_value(("cat.jpg", (ASSETS / "cat.jpg").read_bytes(), "image/jpeg")).run()
+    _describe(at)
+    [caption] = _captions(at)
+    [expander] = [e for e in at.expander if "Where the model looked" in e.label]
+    [overlays] = expander.get("image")  # one st.image call with a list of overlays
+    shown = overlays.proto.imgs
+    assert len(shown) == len(caption.split()) >= 1
+    assert [i.caption for i in shown] == caption.split()
