@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import FEATURE_DIM, GRID_SIZE, TrainConfig
-from .merge import tf_constant
+from .stepping import CompiledStepper, tf_constant
 
 LAYER_NAMES = ("region_dense", "embedding", "attention_lstm", "context_dense", "merge_dense", "logits")
 
@@ -134,7 +134,7 @@ def build_attention_model(vocab_size: int, cfg: TrainConfig):
     return keras.Model([features, words], logits, name="attention_lstm")
 
 
-class AttentionStepper:
+class AttentionStepper(CompiledStepper):
     """The decoding step interface over a trained attention model.
 
     State: ``(h, c, regions, keys)`` with the batch first, so beam search reorders beams by indexing.
@@ -177,27 +177,7 @@ class AttentionStepper:
             hidden = merge_dense(h + context_dense(context))  # (B, U)
             return tf.nn.log_softmax(logits(hidden)), h, c, regions, keys, alpha
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.int32), *specs])
-        def reorder(rows, *state):
-            return tuple(tf.gather(s, rows) for s in state)
-
-        # concrete functions: no per-call signature matching; state stays in TensorFlow between steps
-        self._initial_state = initial_state.get_concrete_function()
-        self._step = step.get_concrete_function()
-        self._reorder = reorder.get_concrete_function()
-
-    def initial_state(self, features: np.ndarray) -> tuple:
-        """(B, 10, 10, 2048) region features -> state tuple (tensors, batch first)."""
-        return tuple(self._initial_state(tf_constant(features, np.float32)))
-
-    def step(self, words: np.ndarray, state: tuple) -> tuple[np.ndarray, tuple]:
-        """(B,) previous word ids + state -> ((B, V) next-word log-probs as NumPy, new state)."""
-        log_probs, *new_state, _ = self._step(tf_constant(words, np.int32), *state)
-        return log_probs.numpy(), tuple(new_state)
-
-    def reorder(self, state: tuple, rows) -> tuple:
-        """Rows ``rows`` of every state tensor, gathered inside TensorFlow."""
-        return tuple(self._reorder(tf_constant(rows, np.int32), *state))
+        self._compile(initial_state, step, specs)
 
     def attention(self, features: np.ndarray, ids: list[int], start_id: int) -> np.ndarray:
         """Where the model looked while emitting each word of a caption.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import FEATURE_DIM, TrainConfig
+from .stepping import CompiledStepper
 
 LAYER_NAMES = ("image_dense", "embedding", "rnn", "merge_dense", "logits")
 
@@ -36,12 +37,12 @@ def build_merge_model(vocab_size: int, cfg: TrainConfig):
     return keras.Model([features, words], logits, name=f"merge_{cfg.rnn}")
 
 
-class MergeStepper:
+class MergeStepper(CompiledStepper):
     """The decoding step interface over a trained merge model.
 
-    State is a tuple of arrays with the batch first: ``(h, c, image)`` for LSTM, ``(h, image)`` for GRU,
-    so beam search can reorder beams by indexing. Both functions are compiled once with fixed
-    signatures (any batch size), never ``model.predict`` per word.
+    State is a tuple of tensors with the batch first: ``(h, c, image)`` for LSTM, ``(h, image)`` for GRU.
+    Both functions are compiled once with fixed signatures (any batch size), never ``model.predict``
+    per word.
     """
 
     def __init__(self, model):
@@ -76,32 +77,4 @@ class MergeStepper:
             log_probs = tf.nn.log_softmax(logits(hidden))  # (B, V)
             return (log_probs, *tf.nest.flatten(new_rnn_state), image)
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.int32), *state_specs])
-        def reorder(rows, *state):
-            return tuple(tf.gather(s, rows) for s in state)
-
-        # Concrete functions: calling them skips tf.function's per-call signature matching, which is
-        # most of the cost of a step this small. State stays in TensorFlow between steps.
-        self._initial_state = initial_state.get_concrete_function()
-        self._step = step.get_concrete_function()
-        self._reorder = reorder.get_concrete_function()
-
-    def initial_state(self, features: np.ndarray) -> tuple:
-        """(B, 2048) features -> state tuple (tensors, batch first)."""
-        return tuple(self._initial_state(tf_constant(features, np.float32)))
-
-    def step(self, words: np.ndarray, state: tuple) -> tuple[np.ndarray, tuple]:
-        """(B,) previous word ids + state -> ((B, V) next-word log-probs as NumPy, new state)."""
-        log_probs, *new_state = self._step(tf_constant(words, np.int32), *state)
-        return log_probs.numpy(), tuple(new_state)
-
-    def reorder(self, state: tuple, rows) -> tuple:
-        """Rows ``rows`` of every state tensor, gathered inside TensorFlow."""
-        return tuple(self._reorder(tf_constant(rows, np.int32), *state))
-
-
-def tf_constant(values, dtype):
-    """A tensor from an array-like, converted once (the compiled functions take tensors)."""
-    import tensorflow as tf
-
-    return tf.constant(np.asarray(values, dtype))
+        self._compile(initial_state, step, state_specs)
