@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", type=float, default=2e-5, help="default %(default)s")
     p.add_argument("--no-eval", action="store_true", help="skip the dev evaluation and model card")
 
+    p = sub.add_parser("card", help="re-tune decoding on the held-out images, re-evaluate on dev, rewrite the model card")
+    p.add_argument("--data", type=Path, default=None, help="dataset folder (default ../shared/flickr8k)")
+    p.add_argument("--model", type=Path, required=True, help="the checkpoint folder")
+    p.add_argument("--weights", type=Path, default=None)
+
     p = sub.add_parser("weights", help="obtain and verify the Xception ImageNet weights")
     p.add_argument("--weights", type=Path, default=None, help="use this file instead of the cache")
     p.add_argument("--no-download", action="store_true", help="only check the explicit path and the cache")
@@ -90,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return {"caption": cmd_caption, "evaluate": cmd_evaluate, "train": cmd_train,
-                "finetune": cmd_finetune, "weights": cmd_weights}[args.command](args)
+                "finetune": cmd_finetune, "card": cmd_card, "weights": cmd_weights}[args.command](args)
     except (CheckpointError, WeightsError, DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -216,22 +221,43 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_finetune(args) -> int:
-    import json as _json
+def cmd_card(args) -> int:
+    from .checkpoint import load_checkpoint
+    from .data import load_dataset
+    from .encoder import XceptionEncoder
 
+    checkpoint = load_checkpoint(args.model)  # a bad folder fails fast, before the encoder loads
+    summary = _card_summary(args.model)
+    dataset = load_dataset(args.data)
+    evaluate_and_card(args.model, dataset, XceptionEncoder.load(args.weights), checkpoint.config, summary)
+    print(f"model card written to {Path(args.model) / 'MODEL_CARD.md'}")
+    return 0
+
+
+def _card_summary(folder: Path) -> dict:
+    """training.json of a model folder, plus scst.json when it was fine-tuned."""
+    summary_file = Path(folder) / "training.json"
+    if not summary_file.is_file():
+        raise ValueError(f"{summary_file}: missing; the model card needs the training summary")
+    summary = json.loads(summary_file.read_text(encoding="utf-8"))
+    scst_file = Path(folder) / "scst.json"
+    if scst_file.is_file():
+        summary["scst"] = json.loads(scst_file.read_text(encoding="utf-8"))
+    return summary
+
+
+def cmd_finetune(args) -> int:
     from .data import load_dataset
     from .encoder import XceptionEncoder
     from .scst import finetune_folder
 
     dataset = load_dataset(args.data)
     encoder = XceptionEncoder.load(args.weights)
-    history = finetune_folder(args.model, args.out, dataset, encoder, args.epochs, args.learning_rate)
+    finetune_folder(args.model, args.out, dataset, encoder, args.epochs, args.learning_rate)
     if not args.no_eval:
         from .checkpoint import load_checkpoint
 
-        summary = _json.loads((args.out / "training.json").read_text()) if (args.out / "training.json").is_file() else {}
-        summary["scst"] = {k: history[k] for k in ("tune_cider", "kept_epoch", "seconds")}
-        evaluate_and_card(args.out, dataset, encoder, load_checkpoint(args.out).config, summary)
+        evaluate_and_card(args.out, dataset, encoder, load_checkpoint(args.out).config, _card_summary(args.out))
     print(f"checkpoint written to {args.out}")
     return 0
 

@@ -70,7 +70,7 @@ def test_every_command_prints_its_help(capsys):
 
     from captioner.cli import build_parser
 
-    for command in ("caption", "evaluate", "train", "finetune", "weights"):
+    for command in ("caption", "evaluate", "train", "finetune", "card", "weights"):
         with pytest.raises(SystemExit) as exit_info:
             build_parser().parse_args([command, "--help"])
         assert exit_info.value.code == 0
