@@ -12,11 +12,18 @@ from conftest import ASSETS, ROOT
 PEOPLE = {"man", "woman", "person", "people", "boy", "girl", "men", "women", "child", "player"}
 
 
-@pytest.fixture(scope="module")
-def captioner(xception_weights):
+def _shipped_models() -> list[str]:
+    from captioner.checkpoint import available_models
+
+    return [p.name for p in available_models()]
+
+
+@pytest.fixture(scope="module", params=_shipped_models())
+def captioner(request, xception_weights):
+    """Every model folder shipped in models/ (the default and the baseline kept for comparison)."""
     from captioner import Captioner
 
-    return Captioner.load(allow_download=False)
+    return Captioner.load(ROOT / "models" / request.param, allow_download=False)
 
 
 def test_shipped_model_captions_a_person_sensibly(captioner):
@@ -43,10 +50,11 @@ def test_beam_one_equals_greedy_on_the_real_model(captioner):
     from captioner.decoding import beam_search
     from captioner.images import load_and_preprocess
 
-    feats = captioner.encoder.encode(np.stack([load_and_preprocess(p) for p in sorted(ASSETS.glob("*.jpg"))]))
+    feats = captioner.encode(np.stack([load_and_preprocess(p) for p in sorted(ASSETS.glob("*.jpg"))]))
     greedy = captioner.caption_features(feats, DecodeConfig(beam_width=1))
     for f, g in zip(feats, greedy):
-        [h] = beam_search(captioner.stepper, f, captioner.vocab.start_id, captioner.vocab.end_id, beam_width=1)
+        [h] = beam_search(captioner.stepper, f, captioner.vocab.start_id, captioner.vocab.end_id, beam_width=1,
+                          block_ngram=DecodeConfig.block_ngram)
         assert captioner.vocab.decode(h.ids) == g[0].text
 
 
@@ -78,7 +86,7 @@ def test_batched_beam_search_gives_the_same_captions_as_one_by_one(captioner):
     from captioner.config import DecodeConfig
     from captioner.images import load_and_preprocess
 
-    feats = captioner.encoder.encode(np.stack([load_and_preprocess(p) for p in sorted(ASSETS.glob("*.jpg"))]))
+    feats = captioner.encode(np.stack([load_and_preprocess(p) for p in sorted(ASSETS.glob("*.jpg"))]))
     decode = DecodeConfig(beam_width=5, n_best=2)
     batched = captioner.caption_features(feats, decode)
     alone = [captioner.caption_features(feats[i:i + 1], decode)[0] for i in range(len(feats))]
