@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", type=Path, default=None)
     p.add_argument("--epochs", type=int, default=5, help="upper bound (default %(default)s)")
     p.add_argument("--learning-rate", type=float, default=2e-5, help="default %(default)s")
+    p.add_argument("--baseline", choices=["greedy", "samples"], default="greedy",
+                   help="reward baseline: the greedy caption, or the mean of the other samples (default %(default)s)")
     p.add_argument("--no-eval", action="store_true", help="skip the dev evaluation and model card")
 
     p = sub.add_parser("card", help="re-tune decoding on the held-out images, re-evaluate on dev, rewrite the model card")
@@ -253,7 +255,7 @@ def cmd_finetune(args) -> int:
 
     dataset = load_dataset(args.data)
     encoder = XceptionEncoder.load(args.weights)
-    finetune_folder(args.model, args.out, dataset, encoder, args.epochs, args.learning_rate)
+    finetune_folder(args.model, args.out, dataset, encoder, args.epochs, args.learning_rate, args.baseline)
     if not args.no_eval:
         from .checkpoint import load_checkpoint
 

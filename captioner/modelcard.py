@@ -49,7 +49,7 @@ def write_model_card(folder: Path, cfg: TrainConfig, training: dict, evaluations
     scst = training.get("scst")
     scst_line = ""
     if scst:
-        scst_line = (f"\n- Then fine-tuned with self-critical sequence training (CIDEr-D reward, greedy baseline) for "
+        scst_line = (f"\n- Then fine-tuned with self-critical sequence training (CIDEr-D reward, {scst.get('baseline', 'greedy')} baseline) for "
                      f"{len(scst['tune_cider']) - 1} epoch(s) in {scst['seconds'] / 60:.1f} minutes; held-out greedy CIDEr by "
                      f"epoch (0 = before): {[round(x, 4) for x in scst['tune_cider']]}; kept epoch {scst['kept_epoch']}.")
     card = f"""# Model card: `{folder.name}`

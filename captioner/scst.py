@@ -1,8 +1,10 @@
 """Self-critical sequence training (Rennie et al. 2017): fine-tune a trained decoder on CIDEr-D.
 
-For each image the model samples a few captions and decodes one greedily; a sample's reward is its
-CIDEr-D minus the greedy caption's, so only captions better than what the model would say anyway are
-reinforced. The loss is ``-(reward - baseline) * log p(sampled caption)``, computed with the
+For each image the model samples a few captions; a sample's advantage is its CIDEr-D minus a
+baseline, so only captions better than the baseline are reinforced. The baseline is the greedy
+caption's CIDEr-D (Rennie et al.), or with ``baseline="samples"`` the mean of the image's other
+samples (Luo 2020), which keeps advantages centred when most samples are worse than greedy (as with
+models trained with label smoothing, whose samples stray). The loss is ``-(reward - baseline) * log p(sampled caption)``, computed with the
 full-sequence model on the sampled words. Everything runs on cached features, and the kept weights
 are those with the best greedy CIDEr on the held-out training images (never dev).
 """
@@ -88,7 +90,7 @@ def sample_decode(model: StepModel, features: np.ndarray, start_id: int, end_id:
 def finetune(model, vocab, stepper, train_features: np.ndarray, train_refs: list[list[str]],
              tune_features: np.ndarray, tune_refs: list[list[str]], epochs: int = 5, batch_images: int = 32,
              samples: int = 5, learning_rate: float = 2e-5, max_words: int = 20, patience: int = 2,
-             seed: int = 42, log=print) -> dict:
+             seed: int = 42, baseline: str = "greedy", log=print) -> dict:
     """SCST on ``model`` in place; keeps the epoch with the best held-out greedy CIDEr (or the
     starting weights if no epoch beats them). Returns a summary."""
     import keras
@@ -123,19 +125,22 @@ def finetune(model, vocab, stepper, train_features: np.ndarray, train_refs: list
         for i in range(0, len(order), batch_images):
             chunk = order[i:i + batch_images]
             feats = train_features[chunk].astype(np.float32)
-            greedy = [vocab.decode(h.ids) for h in greedy_decode(stepper, feats, vocab.start_id, vocab.end_id,
-                                                                   max_words, block_ngram=0)]
+            if baseline == "greedy":
+                greedy = [vocab.decode(h.ids) for h in greedy_decode(stepper, feats, vocab.start_id, vocab.end_id,
+                                                                       max_words)]
             repeated = np.repeat(feats, samples, axis=0)
             sampled = sample_decode(stepper, repeated, vocab.start_id, vocab.end_id, max_words, rng)
             advantage = np.zeros(len(sampled), np.float32)
             for j, image in enumerate(chunk):
                 if prepared[image] is None:
                     prepared[image] = cider.prepare(train_refs[image])
-                baseline = cider.score(greedy[j], prepared[image])
-                for k in range(samples):
-                    reward = cider.score(vocab.decode(sampled[j * samples + k]), prepared[image])
-                    advantage[j * samples + k] = reward - baseline
-                    rewards.append(reward)
+                scores = np.array([cider.score(vocab.decode(sampled[j * samples + k]), prepared[image])
+                                   for k in range(samples)])
+                if baseline == "greedy":
+                    advantage[j * samples:(j + 1) * samples] = scores - cider.score(greedy[j], prepared[image])
+                else:  # leave-one-out mean of the other samples
+                    advantage[j * samples:(j + 1) * samples] = scores - (scores.sum() - scores) / (samples - 1)
+                rewards.extend(scores.tolist())
             # teacher-forced inputs/targets of the sampled captions, padded; <end> is scored too
             seqs = [[vocab.start_id, *ids, vocab.end_id] for ids in sampled]
             width = max(map(len, seqs))
@@ -162,7 +167,7 @@ def finetune(model, vocab, stepper, train_features: np.ndarray, train_refs: list
 
 
 def finetune_folder(model_dir: Path, out_dir: Path, dataset, encoder, epochs: int = 5,
-                    learning_rate: float = 2e-5, log=print) -> dict:
+                    learning_rate: float = 2e-5, baseline: str = "greedy", log=print) -> dict:
     """SCST on a trained checkpoint folder; writes a new folder (same vocabulary and config)."""
     import shutil
 
@@ -189,12 +194,13 @@ def finetune_folder(model_dir: Path, out_dir: Path, dataset, encoder, epochs: in
     history = finetune(model, checkpoint.vocab, make_stepper(model), pick(train_names),
                        [dataset.captions[n] for n in train_names], pick(tune_names),
                        [dataset.captions[n] for n in tune_names], epochs=epochs, learning_rate=learning_rate,
-                       log=log)
+                       baseline=baseline, log=log)
     history["seconds"] = round(time.perf_counter() - start, 1)
     out_dir = Path(out_dir)
     save_checkpoint(model, checkpoint.vocab, checkpoint.config, out_dir)
     for name in (TUNE_FILE, "training.json", "training_curve.png"):
         if (Path(model_dir) / name).is_file() and Path(model_dir) != out_dir:
             shutil.copy(Path(model_dir) / name, out_dir / name)
-    save_json({**history, "started_from": str(model_dir), "learning_rate": learning_rate}, out_dir / "scst.json")
+    save_json({**history, "started_from": str(model_dir), "learning_rate": learning_rate, "baseline": baseline},
+              out_dir / "scst.json")
     return history

@@ -48,7 +48,8 @@ def test_sampling_follows_the_model_distribution():
     assert share == pytest.approx(0.8, abs=0.03)
 
 
-def test_finetune_keeps_the_best_held_out_weights():
+@pytest.mark.parametrize("baseline", ["greedy", "samples"])
+def test_finetune_keeps_the_best_held_out_weights(baseline):
     import keras
 
     from captioner.config import TrainConfig
@@ -63,7 +64,8 @@ def test_finetune_keeps_the_best_held_out_weights():
     feats = np.random.default_rng(0).normal(size=(12, 2048)).astype(np.float32)
     before = tune_cider(model, feats[:3], refs[:3], vocab)
     history = finetune(model, vocab, MergeStepper(model), feats, refs, feats[:3], refs[:3], epochs=3,
-                       batch_images=4, samples=3, learning_rate=1e-2, max_words=8, patience=3, log=lambda m: None)
+                       batch_images=4, samples=3, learning_rate=1e-2, max_words=8, patience=3, baseline=baseline,
+                       log=lambda m: None)
     assert history["tune_cider"][0] == pytest.approx(before)
     assert len(history["tune_cider"]) == 4 and len(history["mean_reward"]) == 3
     kept = tune_cider(model, feats[:3], refs[:3], vocab)
