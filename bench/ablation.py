@@ -1,6 +1,7 @@
 """The ablation table: one row per trained checkpoint folder and decoding, from the files training wrote.
 
     python bench/ablation.py models/merge-lstm runs/attention-lstm ... [--markdown docs/ABLATION.md]
+        [--card models/attention-lstm/MODEL_CARD.md]   # also (re)place the table in a model card
 
 Every figure comes from the folder's ``metrics.json`` (dev split; nltk BLEU, pycocoevalcap CIDEr-D and
 METEOR), ``training.json`` and ``config.json``; nothing is re-run here.
@@ -58,13 +59,34 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("folders", nargs="+", type=Path)
     parser.add_argument("--markdown", type=Path, default=None, help="also write the table to this file")
+    parser.add_argument("--card", type=Path, action="append", default=[],
+                        help="a MODEL_CARD.md whose 'Ablation' section gets this table (repeatable)")
+    parser.add_argument("--notes", type=Path, default=None, help="markdown put under the table (what was compared)")
     args = parser.parse_args()
     rows = [row for folder in args.folders for row in rows_for(folder)]
     table = markdown(rows)
     print(table)
+    notes = args.notes.read_text() if args.notes else ""
     if args.markdown:
-        args.markdown.write_text(table)
+        args.markdown.write_text(SECTION_TITLE + "\n\n" + table + ("\n" + notes if notes else ""))
+    for card in args.card:
+        put_section(card, table + ("\n" + notes if notes else ""))
     return 0
+
+
+SECTION_TITLE = "## Ablation (Flickr8k dev split)"
+START, END = "<!-- ablation:start -->", "<!-- ablation:end -->"
+
+
+def put_section(card: Path, body: str) -> None:
+    """Replace (or append) the generated ablation section of a model card, leaving the rest alone."""
+    text = card.read_text(encoding="utf-8")
+    section = f"{START}\n{SECTION_TITLE}\n\n{body.rstrip()}\n{END}\n"
+    if START in text and END in text:
+        text = text[:text.index(START)] + section + text[text.index(END) + len(END) + 1:]
+    else:
+        text = text.rstrip() + "\n\n" + section
+    card.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":

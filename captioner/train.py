@@ -257,7 +257,7 @@ def train(dataset: CaptionDataset, features_by_name: dict[str, np.ndarray], cfg:
         "best_val_loss": float(min(losses["val_loss"])), "loss": [float(x) for x in losses["loss"]],
         "val_loss": [float(x) for x in losses["val_loss"]], "parameters": int(model.count_params()),
         "vocab_size": len(vocab), "train_images": len(train_names), "train_captions": n_train,
-        "tune_images": len(tune_names), "peak_rss_mb": round(_peak_rss_mb()),
+        "tune_images": len(tune_names), "peak_rss_mb": round(_peak_rss_mb()), "label_smoothing": cfg.label_smoothing,
         "selected_on": "tune_cider" if "tune_cider" in losses else "val_loss",
         **({"tune_cider": [float(x) for x in losses["tune_cider"]]} if "tune_cider" in losses else {}),
         **({"averaged_tune_cider": losses["averaged_tune_cider"], "averaged_epochs": losses["averaged_epochs"]}
@@ -288,9 +288,12 @@ def plot_curve(summary: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     ax.plot(epochs, summary["loss"], "o-", label="train loss")
     ax.plot(epochs, summary["val_loss"], "s-", label="dev loss")
-    ax.axvline(summary["best_epoch"], color="grey", ls="--", label=f"kept: epoch {summary['best_epoch']}")
+    averaged = summary.get("averaged_epochs") or []
+    for i, epoch in enumerate(averaged or [summary["best_epoch"]]):
+        label = (f"kept: average of epochs {averaged}" if averaged else f"kept: epoch {epoch}") if i == 0 else None
+        ax.axvline(epoch, color="grey", ls="--", label=label)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("masked cross-entropy per word")
+    ax.set_ylabel("masked cross-entropy per word" + (" (label-smoothed)" if summary.get("label_smoothing") else ""))
     handles, labels = ax.get_legend_handles_labels()
     if "tune_cider" in summary:  # the selection metric, on its own scale
         right = ax.twinx()
