@@ -46,6 +46,12 @@ def write_model_card(folder: Path, cfg: TrainConfig, training: dict, evaluations
     else:
         selection = "early stopping on **dev** loss"
         kept = f"best dev loss at epoch {training['best_epoch']}"
+    defaults = TrainConfig().to_json()
+    flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in cfg.to_json().items() if v != defaults[k])
+    train_command = f"python -m captioner train --out models/{folder.name}{flags}"
+    blocks = {e["settings"].get("block_ngram") for e in evaluations}
+    block_note = (f" Captions never repeat one of their own {blocks.pop()}-word phrases (`--block-ngram`)."
+                  if len(blocks) == 1 and None not in blocks and 0 not in blocks else "")
     scst = training.get("scst")
     scst_line = ""
     if scst:
@@ -69,7 +75,7 @@ def write_model_card(folder: Path, cfg: TrainConfig, training: dict, evaluations
 Metric tools: BLEU with nltk `corpus_bleu` over all five references; CIDEr (CIDEr-D), METEOR 1.5 and
 ROUGE-L with pycocoevalcap. Beam search ranks captions by log-probability / length^alpha with
 alpha = {decoding.get('length_alpha', 0.7)}, {decoding.get('selected_on', 'the default')} (CIDEr by alpha there:
-{decoding.get('sweep_cider', 'not tuned')}).
+{decoding.get('sweep_cider', 'not tuned')}).{block_note}
 
 {chr(10).join(rows)}
 
@@ -80,8 +86,7 @@ Reproduce: `python -m captioner evaluate --split dev --model models/{folder.name
 - {training['train_seconds'] / 60:.1f} minutes on a 2-core CPU ({platform.machine()}), {training['epochs_run']} epochs;
   {kept}; best dev loss {training['best_val_loss']:.4f} (curve: `training_curve.png`).{scst_line}
 - Decoder: {training['parameters']:,} parameters; `decoder.keras` is {size_mb:.1f} MB.
-- Reproduce: `python -m captioner train --out models/{folder.name}` with the settings below as flags
-  (`--decoder {cfg.decoder}` and so on).
+- Reproduce: `{train_command}` (the settings below; the others are defaults).
 
 | setting | value |
 |---|---|
