@@ -14,9 +14,14 @@ class CountingEncoder:
     def __init__(self):
         self.encoded = 0
 
-    def encode(self, pixels, batch_size=32):
+    def encode(self, pixels, batch_size=32, spatial=False):
         self.encoded += len(pixels)
-        return np.repeat(pixels.mean(axis=(1, 2, 3))[:, None], 2048, axis=1).astype(np.float32)
+        pooled = np.repeat(pixels.mean(axis=(1, 2, 3))[:, None], 2048, axis=1).astype(np.float32)
+        if not spatial:
+            return pooled
+        grid = np.repeat(np.repeat(pooled[:, None, None, :], 10, axis=1), 10, axis=2)  # (N, 10, 10, 2048)
+        grid[:, 0, 0, :] += 0.5  # not flat, so the mean over the grid differs from any one cell
+        return grid
 
 
 def test_cache_resumes_and_skips_bad_images(tmp_path, make_image):
@@ -53,3 +58,17 @@ def test_unreadable_cache_entry_is_recomputed(tmp_path, make_image):
     cache.path_for(content_key(path)).write_bytes(b"garbage")
     extract_features(encoder, [path], cache, progress=False)
     assert encoder.encoded == 2
+
+
+def test_spatial_features_are_float16_grids_and_fill_the_pooled_cache_too(tmp_path, make_image):
+    paths = [make_image(f"{i}.jpg", color=(40 * i, 0, 0)) for i in range(3)]
+    root = tmp_path / "cache"
+    encoder = CountingEncoder()
+    grids = extract_features(encoder, paths, FeatureCache("fake-encoder", root=root, kind="spatial"),
+                             batch_size=2, progress=False)
+    assert grids.features.shape == (3, 10, 10, 2048) and grids.features.dtype == np.float16
+    # the pooled vectors came free with the grids: no second encoder pass, and they are the grid means
+    pooled = extract_features(encoder, paths, FeatureCache("fake-encoder", root=root), progress=False)
+    assert encoder.encoded == 3
+    expected = grids.features.astype(np.float32).mean(axis=(1, 2))
+    np.testing.assert_allclose(pooled.features, expected, atol=2e-3)
