@@ -71,6 +71,16 @@ def block_repeats(log_probs: np.ndarray, hypotheses: Sequence[Sequence[int]], n:
     return log_probs if blocked is None else blocked
 
 
+def extend_captions(ids: list[list[int]], done: np.ndarray, words: np.ndarray, end_id: int) -> bool:
+    """Append each unfinished caption's next word, or mark it done on <end>; True once all are done."""
+    for b in np.flatnonzero(~done):
+        if words[b] == end_id:
+            done[b] = True
+        else:
+            ids[b].append(int(words[b]))
+    return bool(done.all())
+
+
 def greedy_decode(model: StepModel, features: np.ndarray, start_id: int, end_id: int,
                   max_words: int = 30, length_alpha: float = 0.0, block_ngram: int = 0) -> list[Hypothesis]:
     """Most likely next word at every step, for a batch of images at once.
@@ -95,13 +105,9 @@ def greedy_decode(model: StepModel, features: np.ndarray, start_id: int, end_id:
                 done[b] = True
             break
         words = log_probs.argmax(axis=1).astype(np.int32)
-        for b in np.flatnonzero(~done):
-            log_prob[b] += log_probs[b, words[b]]
-            if words[b] == end_id:
-                done[b] = True
-            else:
-                ids[b].append(int(words[b]))
-        if done.all():
+        live = np.flatnonzero(~done)
+        log_prob[live] += log_probs[live, words[live]]
+        if extend_captions(ids, done, words, end_id):
             break
     return [Hypothesis(ids[b], float(log_prob[b]), bool(done[b]),
                        length_normalised(float(log_prob[b]), len(ids[b]), bool(done[b]), length_alpha))

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .decoding import StepModel
+from .decoding import StepModel, extend_captions
 
 Ngrams = Counter  # n-gram tuple -> count
 
@@ -77,12 +77,7 @@ def sample_decode(model: StepModel, features: np.ndarray, start_id: int, end_id:
     for _ in range(max_words):
         log_probs, state = model.step(words, state)  # (B, V)
         words = (log_probs + rng.gumbel(size=log_probs.shape)).argmax(axis=1).astype(np.int32)
-        for b in np.flatnonzero(~done):
-            if words[b] == end_id:
-                done[b] = True
-            else:
-                ids[b].append(int(words[b]))
-        if done.all():
+        if extend_captions(ids, done, words, end_id):
             break
     return ids
 
