@@ -65,6 +65,7 @@ def load_checkpoint(folder: str | Path | None = None) -> Checkpoint:
         vocab = Vocabulary.load(folder / VOCAB_FILE)
     except VocabError as err:
         raise CheckpointError(str(err)) from err
+    from . import decoders  # noqa: F401  registers the custom layers (AttentionLSTM) that safe mode may load
     try:
         model = keras.models.load_model(folder / DECODER_FILE, compile=False, safe_mode=True)
     except Exception as err:  # zip, h5 and deserialisation errors all land here

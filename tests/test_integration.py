@@ -58,11 +58,15 @@ def test_beam_one_equals_greedy_on_the_real_model(captioner):
         assert captioner.vocab.decode(h.ids) == g[0].text
 
 
-def test_cli_json_reports_bad_files_and_still_captions_the_rest(tmp_path):
+@pytest.mark.parametrize("model", _shipped_models())
+def test_cli_json_reports_bad_files_and_still_captions_the_rest(tmp_path, model):
+    """A fresh process per shipped model: loading must not rely on modules another test imported
+    (an attention checkpoint needs its custom layer registered before Keras reads it)."""
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")
     proc = subprocess.run([sys.executable, "-m", "captioner", "caption", str(ASSETS / "cat.jpg"), str(bad),
-                           str(tmp_path / "missing.png"), "--json", "--beam-width", "2"],
+                           str(tmp_path / "missing.png"), "--json", "--beam-width", "2",
+                           "--model", str(ROOT / "models" / model)],
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
