@@ -8,16 +8,17 @@ from PIL import Image
 def overlay(image: Image.Image, weights: np.ndarray, strength: float = 0.6) -> Image.Image:
     """The photo with one word's (g, g) attention weights laid over it as a smooth heatmap.
 
-    The weights are scaled to their own maximum (one word's map sums to 1, so raw values are small)
-    and upsampled bilinearly, since each cell covers a patch of the picture, not a point. Brighter,
-    redder areas are where the model looked; the rest of the photo is dimmed.
+    The weights are stretched from the least to the most attended region (one word's map sums to 1
+    and is often fairly flat, so raw values would all look alike) and upsampled bilinearly, since each
+    cell covers a patch of the picture, not a point. Brighter, warmer areas are where the model looked
+    most; the rest of the photo is dimmed. A perfectly flat map highlights nothing.
     """
     import matplotlib
 
     rgb = image.convert("RGB")
     weights = np.asarray(weights, np.float32)
-    peak = float(weights.max())
-    scaled = weights / peak if peak > 0 else weights
+    low, high = float(weights.min()), float(weights.max())
+    scaled = (weights - low) / (high - low) if high > low else np.zeros_like(weights)
     small = Image.fromarray(np.uint8(255 * scaled), mode="L")
     heat = np.asarray(small.resize(rgb.size, Image.BILINEAR), np.float32) / 255.0  # (H, W) in [0, 1]
     colours = matplotlib.colormaps["inferno"](heat)[..., :3]  # (H, W, 3)

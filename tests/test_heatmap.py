@@ -24,3 +24,9 @@ def test_word_overlays_one_per_word_and_checks_counts():
     assert len(images) == 3 and all(im.size == (224, 149) for im in images)
     with pytest.raises(ValueError, match="3 attention maps for 2 words"):
         word_overlays(photo, maps, ["a", "field"])
+
+
+def test_a_flat_map_highlights_nothing():
+    photo = Image.new("RGB", (50, 50), (90, 160, 200))
+    out = np.asarray(overlay(photo, np.full((5, 5), 1 / 25, np.float32)), np.float32)
+    assert out.std(axis=(0, 1)).max() < 1.0  # uniformly dimmed, no hot spot anywhere
