@@ -97,11 +97,12 @@ class Captioner:
 
     def caption_features(self, features: np.ndarray, decode: DecodeConfig | None = None) -> list[list[Caption]]:
         """(B, 2048) pooled features (or (B, 10, 10, 2048) for attention models) -> B lists of captions."""
-        from .decoding import decode_batch
+        from .decoding import SuppressWords, decode_batch
 
         decode = decode or DecodeConfig(length_alpha=self.checkpoint.length_alpha)
         decode.validate()
-        hyps = decode_batch(self.stepper, features, self.vocab.start_id, self.vocab.end_id,
+        stepper = self.stepper if decode.allow_unk else SuppressWords(self.stepper, [self.vocab.unk_id])
+        hyps = decode_batch(stepper, features, self.vocab.start_id, self.vocab.end_id,
                             decode.beam_width, decode.max_words, decode.length_alpha, decode.n_best,
                             decode.block_ngram)
         return [[Caption(self.vocab.decode(h.ids), h.log_prob, h.score) for h in per_image] for per_image in hyps]

@@ -32,6 +32,8 @@ def _add_decode_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--block-ngram", type=int, default=d.block_ngram,
                         help="never repeat one of the caption's own n-grams of this length; 0 = allow "
                              "(default %(default)s)")
+    parser.add_argument("--allow-unk", action="store_true",
+                        help="let captions contain <unk>, the rare-word token (off by default)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 def _decode_config(args, n_best: int = 1, default_alpha: float = DecodeConfig.length_alpha) -> DecodeConfig:
     alpha = default_alpha if args.length_alpha is None else args.length_alpha
     cfg = DecodeConfig(beam_width=args.beam_width, n_best=n_best, max_words=args.max_words, length_alpha=alpha,
-                       block_ngram=args.block_ngram)
+                       block_ngram=args.block_ngram, allow_unk=args.allow_unk)
     cfg.validate()
     return cfg
 

@@ -78,6 +78,7 @@ class DecodeConfig:
     max_words: int = 30  # hard cap on generated words
     length_alpha: float = 0.7  # length normalisation: score = log p / len ** alpha (0 = none)
     block_ngram: int = 3  # never repeat one of the caption's own n-grams ("a man in a man in"); 0 = allow
+    allow_unk: bool = False  # let captions contain <unk> (the rare-word token); off for people, on for diagnostics
 
     def validate(self) -> None:
         if not 1 <= self.beam_width <= 20:

@@ -71,6 +71,25 @@ def block_repeats(log_probs: np.ndarray, hypotheses: Sequence[Sequence[int]], n:
     return log_probs if blocked is None else blocked
 
 
+class SuppressWords:
+    """A step model that never proposes some words (``<unk>``: a caption saying "unk" helps nobody)."""
+
+    def __init__(self, model: StepModel, word_ids: Sequence[int]):
+        self.model, self.word_ids = model, list(word_ids)
+
+    def initial_state(self, features: np.ndarray) -> State:
+        return self.model.initial_state(features)
+
+    def step(self, words: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+        log_probs, state = self.model.step(words, state)
+        log_probs = np.array(log_probs)  # a writable copy
+        log_probs[:, self.word_ids] = -np.inf
+        return log_probs, state
+
+    def reorder(self, state: State, rows: Sequence[int]) -> State:
+        return reorder_state(self.model, state, rows)
+
+
 def extend_captions(ids: list[list[int]], done: np.ndarray, words: np.ndarray, end_id: int) -> bool:
     """Append each unfinished caption's next word, or mark it done on <end>; True once all are done."""
     for b in np.flatnonzero(~done):

@@ -112,6 +112,7 @@ def evaluate_split(captioner, dataset: CaptionDataset, split: str | list[str], d
     settings = {"split": label, "n_images": len(predictions), "beam_width": decode.beam_width,
                 "decoding": "greedy" if decode.beam_width == 1 else f"beam {decode.beam_width}",
                 "length_alpha": decode.length_alpha, "max_words": decode.max_words, "block_ngram": decode.block_ngram,
+                "allow_unk": decode.allow_unk,
                 "images": str(folder), "checkpoint": str(captioner.checkpoint.folder),
                 "decode_ms_per_image": round(1000 * decode_seconds / max(len(predictions), 1), 2),
                 "metric_tools": "BLEU: nltk corpus_bleu; CIDEr-D, METEOR 1.5, ROUGE-L: pycocoevalcap"}

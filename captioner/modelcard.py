@@ -52,6 +52,8 @@ def write_model_card(folder: Path, cfg: TrainConfig, training: dict, evaluations
     blocks = {e["settings"].get("block_ngram") for e in evaluations}
     block_note = (f" Captions never repeat one of their own {blocks.pop()}-word phrases (`--block-ngram`)."
                   if len(blocks) == 1 and None not in blocks and 0 not in blocks else "")
+    if all(e["settings"].get("allow_unk") is False for e in evaluations):
+        block_note += " `<unk>` is never generated (`--allow-unk` allows it)."
     scst = training.get("scst")
     scst_line = ""
     if scst:

@@ -202,3 +202,16 @@ def test_blocking_stops_the_loop_in_greedy_and_beam():
     [one] = beam_search(model, np.zeros(1), START, END, beam_width=1, max_words=9, block_ngram=3)
     [greedy] = greedy_decode(model, np.zeros((1, 1)), START, END, max_words=9, block_ngram=3)
     assert one.ids == greedy.ids and one.log_prob == pytest.approx(greedy.log_prob)
+
+
+def test_suppressed_words_are_never_generated():
+    from captioner.decoding import SuppressWords
+
+    model = LoopingModel()  # prefers 4 after <start>
+    plain = greedy_decode(model, np.zeros((1, 1)), START, END, max_words=6)[0]
+    assert 4 in plain.ids
+    quiet = SuppressWords(model, [4])
+    greedy = greedy_decode(quiet, np.zeros((1, 1)), START, END, max_words=6)[0]
+    assert greedy.ids and greedy.ids[0] == 7  # the next-best word instead
+    for hyp in [greedy, *beam_search(quiet, np.zeros(1), START, END, beam_width=3, max_words=6, n_best=3)]:
+        assert 4 not in hyp.ids
