@@ -54,7 +54,7 @@ class Captioner:
     """Encoder + decoder + vocabulary, loaded once and reused for every image."""
 
     def __init__(self, encoder, checkpoint):
-        from .train import make_stepper
+        from .decoders import make_stepper
 
         self.encoder = encoder
         self.checkpoint = checkpoint

@@ -40,7 +40,6 @@ class Hypothesis:
     log_prob: float
     finished: bool  # True when the model chose <end>; False when cut at the length limit
     score: float = field(default=0.0)
-    attention: list | None = None  # reserved for attention decoders
 
 
 def length_normalised(log_prob: float, n_words: int, finished: bool, alpha: float) -> float:

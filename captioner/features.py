@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .config import FEATURE_DIM, GRID_SIZE
 from .images import ImageError, load_and_preprocess
 from .weights import cache_dir
 
@@ -85,6 +86,7 @@ def extract_features(encoder, paths: Sequence[Path], cache: FeatureCache | None 
 
     cache = cache or FeatureCache(encoder.cache_key, kind=kind)
     spatial = cache.kind == "spatial"
+    pooled_cache = FeatureCache(cache.encoder_key, cache.root, "pooled") if spatial else None
     paths = [Path(p) for p in paths]
     keys: dict[Path, str] = {}
     found: dict[Path, np.ndarray] = {}
@@ -123,7 +125,6 @@ def extract_features(encoder, paths: Sequence[Path], cache: FeatureCache | None 
         if chunk:
             feats = encoder.encode(np.stack(pixels), batch_size=batch_size, spatial=spatial)
             if spatial:  # the pooled vector comes free with the grid: fill that cache too
-                pooled_cache = FeatureCache(cache.encoder_key, cache.root, "pooled")
                 for p, f in zip(chunk, feats):
                     if pooled_cache.get(keys[p]) is None:
                         pooled_cache.put(keys[p], f.mean(axis=(0, 1)))
@@ -137,5 +138,5 @@ def extract_features(encoder, paths: Sequence[Path], cache: FeatureCache | None 
     if ok:
         feats = np.stack([found[p] for p in ok]).astype(cache.dtype)
     else:
-        feats = np.zeros((0, 10, 10, 2048) if spatial else (0, 2048), cache.dtype)
+        feats = np.zeros((0, GRID_SIZE, GRID_SIZE, FEATURE_DIM) if spatial else (0, FEATURE_DIM), cache.dtype)
     return ExtractionResult([p.name for p in ok], feats, errors)

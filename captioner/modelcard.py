@@ -37,8 +37,8 @@ def write_model_card(folder: Path, cfg: TrainConfig, training: dict, evaluations
         design = (f"Xception (ImageNet, frozen, pooled 2048-d features at 299x299) + **merge decoder** "
                   f"(image added to the RNN output) with a {cfg.units}-unit {cfg.rnn.upper()}")
     if training.get("selected_on") == "tune_cider":
-        selection = (f"the kept weights are the epoch with the best greedy CIDEr on the held-out training "
-                     f"images" + (f" (then the average of epochs {training['averaged_epochs']}, which scored "
+        selection = ("the kept weights are the epoch with the best greedy CIDEr on the held-out training "
+                     "images" + (f" (then the average of epochs {training['averaged_epochs']}, which scored "
                                   f"higher there)" if training.get("averaged_epochs") else ""))
         kept = f"kept epoch {training['best_epoch']} by held-out CIDEr"
         if training.get("averaged_epochs"):

@@ -169,7 +169,8 @@ def finetune_folder(model_dir: Path, out_dir: Path, dataset, encoder, epochs: in
     from .checkpoint import load_checkpoint, save_checkpoint
     from .config import save_json
     from .features import extract_features
-    from .train import TUNE_FILE, make_stepper
+    from .decoders import make_stepper
+    from .train import TUNE_FILE
 
     checkpoint = load_checkpoint(model_dir)
     kind = "spatial" if checkpoint.config.decoder == "attention" else "pooled"

@@ -111,19 +111,12 @@ def make_loss(label_smoothing: float):
     return SmoothedCrossEntropy(reduction="mean_with_sample_weight", name="smoothed_cross_entropy")
 
 
-def make_stepper(model):
-    """The decoding step interface matching ``model``'s decoder family."""
-    from .decoders import AttentionStepper, MergeStepper
-
-    names = {layer.name for layer in model.layers}
-    return AttentionStepper(model) if "attention_lstm" in names else MergeStepper(model)
-
-
 def tune_cider(model, features: np.ndarray, references: list[list[str]], vocab: Vocabulary,
                batch_size: int = 100) -> float:
     """Greedy CIDEr-D of ``model`` on held-out images (features (N, ...), their reference captions)."""
     from pycocoevalcap.cider.cider import Cider
 
+    from .decoders import make_stepper
     from .decoding import greedy_decode
 
     stepper = make_stepper(model)

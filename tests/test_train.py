@@ -12,7 +12,8 @@ from captioner.checkpoint import load_checkpoint
 from captioner.config import TrainConfig
 from captioner.data import CaptionDataset
 from captioner.decoding import greedy_decode
-from captioner.train import average_weights, make_stepper, train
+from captioner.decoders import make_stepper
+from captioner.train import average_weights, train
 
 WORDS = ["a", "dog", "cat", "runs", "sits", "on", "the", "grass", "sofa"]
 

@@ -2,4 +2,12 @@
 from .attention import AttentionLSTM, AttentionStepper, build_attention_model
 from .merge import MergeStepper, build_merge_model
 
-__all__ = ["build_merge_model", "MergeStepper", "build_attention_model", "AttentionStepper", "AttentionLSTM"]
+
+def make_stepper(model):
+    """The decoding step interface matching ``model``'s decoder family."""
+    names = {layer.name for layer in model.layers}
+    return AttentionStepper(model) if "attention_lstm" in names else MergeStepper(model)
+
+
+__all__ = ["build_merge_model", "MergeStepper", "build_attention_model", "AttentionStepper", "AttentionLSTM",
+           "make_stepper"]

@@ -8,8 +8,6 @@ Trained with full-sequence teacher forcing; ``MergeStepper`` runs the same layer
 """
 from __future__ import annotations
 
-import numpy as np
-
 from ..config import FEATURE_DIM, TrainConfig
 from .stepping import CompiledStepper
 
