@@ -215,8 +215,18 @@ def cmd_train(args) -> int:
     names = dataset.split_names("train") + dataset.split_names("dev")
     kind = "spatial" if cfg.decoder == "attention" else "pooled"
     features = _sharded_features(encoder, [dataset.image_path(n) for n in names], worker, n_workers, kind)
+    augmented = None
+    if cfg.augment:  # the augmented copies of the training images (not the held-out ones, not dev)
+        from .features import extract_features
+        from .train import hold_out
+
+        train_names, _ = hold_out([n for n in dataset.split_names("train") if n in features], cfg.tune_images,
+                                  cfg.seed)
+        copies = extract_features(encoder, [dataset.image_path(n) for n in train_names], augment_seed=cfg.seed)
+        augmented = dict(zip(copies.names, copies.features))
+        print(f"augmented copies: {len(augmented)} training images")
     out = args.out if worker == 0 else args.out.parent / f".{args.out.name}.worker{worker}"
-    summary = train(dataset, features, cfg, out, strategy=strategy)
+    summary = train(dataset, features, cfg, out, strategy=strategy, augmented_by_name=augmented)
     if worker != 0:
         return 0  # only the chief keeps a checkpoint; the others' copies are identical
     if not args.no_eval:

@@ -22,11 +22,13 @@ class TrainConfig:
     decoder: str = "merge"  # "merge" = pooled features added to the RNN output; "attention" = soft attention over regions
     rnn: str = "lstm"  # "lstm" or "gru"
     embedding_dim: int = 256  # word-embedding width
+    embedding_init: str = "random"  # "random" or "word2vec" (skip-gram vectors learned from the training captions; still trained)
     units: int = 512  # RNN units and width of the merge layers
     dropout: float = 0.5  # on the image features, the word embeddings and the merged vector
     attention_grid: int = 5  # attention decoder: regions per side (Xception's 10x10 grid average-pooled; 10 = none)
     attention_units: int = 256  # attention decoder: width of the additive attention layer
     attention_reg: float = 0.05  # attention decoder: weight of the doubly stochastic penalty (0 = off)
+    augment: float = 0.0  # merge decoder: chance a training caption is shown with its image's augmented copy (flip with left/right swapped, crop, brightness) instead of the original; 0 = off
     label_smoothing: float = 0.0  # share of each target's probability spread over the whole vocabulary
     min_word_count: int = 5  # words seen fewer times in *training* captions become <unk>
     max_caption_words: int = 32  # longer captions are cut for the loss (evaluation references never are)
@@ -55,6 +57,12 @@ class TrainConfig:
             raise ValueError(f"rnn must be 'lstm' or 'gru', not {self.rnn!r}")
         if self.decoder not in ("merge", "attention"):
             raise ValueError(f"unknown decoder {self.decoder!r}; available: 'merge', 'attention'")
+        if self.embedding_init not in ("random", "word2vec"):
+            raise ValueError(f"embedding_init must be 'random' or 'word2vec', not {self.embedding_init!r}")
+        if not 0.0 <= self.augment <= 1.0:
+            raise ValueError(f"augment must be a probability in [0, 1], not {self.augment}")
+        if self.augment and self.decoder != "merge":
+            raise ValueError("augment is implemented for the merge decoder (pooled features) only")
         if self.select_on not in ("tune_cider", "dev_loss"):
             raise ValueError(f"select_on must be 'tune_cider' or 'dev_loss', not {self.select_on!r}")
         if self.attention_grid not in (1, 2, 5, 10):

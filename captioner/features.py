@@ -76,13 +76,20 @@ class ExtractionResult:
 
 
 def extract_features(encoder, paths: Sequence[Path], cache: FeatureCache | None = None,
-                     batch_size: int = 32, progress: bool = True, kind: str = "pooled") -> ExtractionResult:
+                     batch_size: int = 32, progress: bool = True, kind: str = "pooled",
+                     augment_seed: int | None = None) -> ExtractionResult:
     """Encode ``paths`` (cached ones are read back), batched, with a progress bar.
 
-    ``kind`` "spatial" gives region features for attention decoders. Unreadable images are recorded
-    in ``errors`` and skipped, never fatal.
+    ``kind`` "spatial" gives region features for attention decoders. With ``augment_seed``, each
+    image's augmented training copy is encoded instead (see ``augment.py``; pooled only). Unreadable
+    images are recorded in ``errors`` and skipped, never fatal.
     """
     from tqdm import tqdm
+
+    from .augment import augmentation_for, augmented_key, load_augmented
+
+    if augment_seed is not None and kind != "pooled":
+        raise ValueError("augmented copies are cached as pooled features only")
 
     cache = cache or FeatureCache(encoder.cache_key, kind=kind)
     spatial = cache.kind == "spatial"
@@ -94,6 +101,8 @@ def extract_features(encoder, paths: Sequence[Path], cache: FeatureCache | None 
     for p in paths:
         try:
             keys[p] = content_key(p)
+            if augment_seed is not None:
+                keys[p] = augmented_key(keys[p], augmentation_for(p.name, augment_seed))
         except OSError as err:
             errors[p.name] = f"{p}: cannot read file ({err.strerror or err})"
             continue
@@ -110,7 +119,8 @@ def extract_features(encoder, paths: Sequence[Path], cache: FeatureCache | None 
             chunk, pixels, attempted = [], [], todo[start:start + batch_size]
             for p in attempted:
                 try:
-                    pixels.append(load_and_preprocess(p))
+                    pixels.append(load_and_preprocess(p) if augment_seed is None else
+                                  load_augmented(p, augmentation_for(p.name, augment_seed)))
                     chunk.append(p)
                 except ImageError as err:
                     errors[p.name] = str(err)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,7 @@ def encode_captions(dataset: CaptionDataset, names: list[str], vocab: Vocabulary
 
 
 def make_dataset(features: np.ndarray, image_index: np.ndarray, sequences: np.ndarray, batch_size: int,
-                 shuffle: bool, seed: int, bucket: bool = True):
+                 shuffle: bool, seed: int, bucket: bool = True, augmented: "AugmentedViews | None" = None):
     """tf.data of ``((features (B, ...), words (B, T)), targets (B, T), mask weights (B, T))``.
 
     ``features`` (N_images, ...) stays a NumPy array (the spatial grids of Flickr8k are 2.9 GB at
@@ -54,6 +55,9 @@ def make_dataset(features: np.ndarray, image_index: np.ndarray, sequences: np.nd
     the RNN does not spend most of its steps on padding (Flickr8k captions average 12 words, the
     longest 30+): about 2-3x faster per epoch on a CPU than padding everything to the maximum.
     ``bucket=False`` pads every batch to the full width instead (fixed shapes, for multi-worker runs).
+
+    ``augmented``: each caption is paired, with probability ``augmented.probability``, with its image's
+    augmented copy instead; captions of mirrored copies have "left" and "right" swapped.
     """
     import tensorflow as tf
 
@@ -68,7 +72,17 @@ def make_dataset(features: np.ndarray, image_index: np.ndarray, sequences: np.nd
 
     def gather_features(x, targets, weights):
         idx, inputs = x
-        rows = tf.numpy_function(lambda i: features[i].astype(np.float32), [idx], tf.float32, stateful=False)
+        if augmented is None:
+            rows = tf.numpy_function(lambda i: features[i].astype(np.float32), [idx], tf.float32, stateful=False)
+        else:
+            use_copy = tf.random.uniform(tf.shape(idx)) < augmented.probability  # (B,)
+            rows = tf.numpy_function(
+                lambda i, c: np.where(c[:, None], augmented.features[i], features[i]).astype(np.float32),
+                [idx, use_copy], tf.float32, stateful=False)
+            swap = (use_copy & tf.gather(tf.constant(augmented.mirrored), idx))[:, None]  # (B, 1)
+            swap_ids = tf.constant(augmented.swap_ids)
+            inputs = tf.where(swap, tf.gather(swap_ids, inputs), inputs)
+            targets = tf.where(swap, tf.gather(swap_ids, targets), targets)
         rows.set_shape([None, *feature_shape])
         return (rows, inputs), targets, weights
 
@@ -84,6 +98,30 @@ def make_dataset(features: np.ndarray, image_index: np.ndarray, sequences: np.nd
     ds = ds.bucket_by_sequence_length(lambda inputs, targets, weights: tf.shape(targets)[0], boundaries,
                                       [batch_size] * (len(boundaries) + 1))
     return ds.map(gather_features).prefetch(2)
+
+
+@dataclass
+class AugmentedViews:
+    """The augmented copies of the training images, aligned with the original feature rows."""
+
+    features: np.ndarray  # (N_images, 2048) float32
+    mirrored: np.ndarray  # (N_images,) bool: the copy is a mirror image
+    swap_ids: np.ndarray  # (V,) int32: word id -> id of its mirror word ("left" <-> "right"; others unchanged)
+    probability: float  # chance a caption is shown with the copy
+
+    @classmethod
+    def build(cls, names: list[str], originals: np.ndarray, copies: dict[str, np.ndarray], vocab: Vocabulary,
+              seed: int, probability: float) -> "AugmentedViews":
+        """Images without a cached copy keep their original features (and are never mirrored)."""
+        from .augment import MIRROR_WORDS, augmentation_for
+
+        feats = np.stack([copies.get(n, originals[i]) for i, n in enumerate(names)]).astype(np.float32)
+        mirrored = np.array([n in copies and augmentation_for(n, seed).mirror for n in names], bool)
+        swap_ids = np.arange(len(vocab), dtype=np.int32)
+        for word, other in MIRROR_WORDS.items():
+            if word in vocab.index and other in vocab.index:
+                swap_ids[vocab.index[word]] = vocab.index[other]
+        return cls(feats, mirrored, swap_ids, probability)
 
 
 def build_model(vocab_size: int, cfg: TrainConfig):
@@ -154,13 +192,14 @@ def average_weights(model, paths: list[Path]) -> list[np.ndarray]:
 
 
 def train(dataset: CaptionDataset, features_by_name: dict[str, np.ndarray], cfg: TrainConfig, out_dir: Path,
-          log=print, strategy=None) -> dict:
+          log=print, strategy=None, augmented_by_name: dict[str, np.ndarray] | None = None) -> dict:
     """Fit a decoder; keep the epoch with the best ``cfg.select_on`` (greedy CIDEr on the held-out
     training images, or dev loss), or the average of the best few epochs when that scores higher on
     the held-out images; write the checkpoint folder.
 
     ``strategy``: a ``tf.distribute`` strategy (see ``distributed.py``); ``cfg.batch_size`` is then the
-    global batch, split across replicas. Returns the training summary (also saved as ``training.json``).
+    global batch, split across replicas. ``augmented_by_name``: features of the training images'
+    augmented copies (used when ``cfg.augment`` > 0). Returns the training summary (also saved as ``training.json``).
     """
     import keras
     import tensorflow as tf
@@ -181,16 +220,22 @@ def train(dataset: CaptionDataset, features_by_name: dict[str, np.ndarray], cfg:
 
     _, n_workers = cluster_spec()
 
-    def split_data(names, shuffle):
+    if cfg.augment and not augmented_by_name:
+        raise ValueError("cfg.augment is set but no augmented features were given")
+
+    def split_data(names, shuffle, augment=False):
         feats = np.stack([features_by_name[n] for n in names])
         idx, seqs = encode_captions(dataset, names, vocab, cfg.max_caption_words)
-        ds = make_dataset(feats, idx, seqs, cfg.batch_size, shuffle, cfg.seed, bucket=n_workers == 1)
+        views = (AugmentedViews.build(names, feats, augmented_by_name, vocab, cfg.seed, cfg.augment)
+                 if augment and cfg.augment else None)
+        ds = make_dataset(feats, idx, seqs, cfg.batch_size, shuffle, cfg.seed, bucket=n_workers == 1,
+                          augmented=views)
         # Workers must run the same number of steps; length buckets make the batch count vary, so
         # with several workers the data repeats and each epoch is a fixed number of steps.
         steps = max(1, len(seqs) // cfg.batch_size // n_workers) if n_workers > 1 else None
         return (ds.repeat() if steps else ds), len(seqs), steps
 
-    train_ds, n_train, train_steps = split_data(train_names, True)
+    train_ds, n_train, train_steps = split_data(train_names, True, augment=True)
     dev_ds, n_dev, dev_steps = split_data(dev_names, False)
     log(f"captions: {n_train} train, {n_dev} dev; {strategy.num_replicas_in_sync} replica(s), {n_workers} worker(s)")
     with strategy.scope():
@@ -198,6 +243,13 @@ def train(dataset: CaptionDataset, features_by_name: dict[str, np.ndarray], cfg:
         model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate, clipnorm=5.0),
                       # mean over real (unpadded) words, so the loss reads as cross-entropy per word
                       loss=make_loss(cfg.label_smoothing), weighted_metrics=[])
+    if cfg.embedding_init == "word2vec":
+        from .embeddings import word2vec_matrix
+
+        table, coverage = word2vec_matrix((c for n in train_names for c in dataset.captions[n]), vocab,
+                                          cfg.embedding_dim, cfg.seed)
+        model.get_layer("embedding").embeddings.assign(table)
+        log(f"embedding initialised from Word2Vec on the training captions ({coverage:.0%} of words)")
     log(f"decoder: {model.count_params():,} parameters")
     start = time.perf_counter()
     if n_workers > 1:
