@@ -312,7 +312,8 @@ def evaluate_and_card(folder: Path, dataset, encoder, cfg: TrainConfig, summary:
     tuned = tune_length_alpha(Captioner(encoder, load_checkpoint(folder)), dataset, Path(folder) / TUNE_FILE)
     if tuned:
         save_json(tuned, Path(folder) / DECODING_FILE)
-        print(f"length_alpha {tuned['length_alpha']} chosen on held-out training images: {tuned['sweep_cider']}")
+        print(f"length_alpha {tuned['length_alpha']} chosen on held-out training images "
+              f"(balanced score by alpha: {tuned['balanced_score']})")
     captioner = Captioner(encoder, load_checkpoint(folder))
     runs = [("dev, greedy", 1, None), ("dev, beam 3", 3, None), ("dev, beam 5", 5, None)]
     originals = dataset.image_dir.parent / "originals"

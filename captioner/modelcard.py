@@ -76,8 +76,7 @@ def write_model_card(folder: Path, cfg: TrainConfig, training: dict, evaluations
 ## Results (dev split)
 Metric tools: BLEU with nltk `corpus_bleu` over all five references; CIDEr (CIDEr-D), METEOR 1.5 and
 ROUGE-L with pycocoevalcap. Beam search ranks captions by log-probability / length^alpha with
-alpha = {decoding.get('length_alpha', 0.7)}, {decoding.get('selected_on', 'the default')} (CIDEr by alpha there:
-{decoding.get('sweep_cider', 'not tuned')}).{block_note}
+alpha = {decoding.get('length_alpha', 0.7)}, {decoding.get('selected_on', 'the default')}{_alpha_rule(decoding)}.{block_note}
 
 {chr(10).join(rows)}
 
@@ -100,3 +99,12 @@ wrong, and the model repeats dataset biases (gender words, "a man" by default). 
 wrong description could harm someone.
 """
     (folder / "MODEL_CARD.md").write_text(card, encoding="utf-8")
+
+
+def _alpha_rule(decoding: dict) -> str:
+    """How the length exponent was chosen, with the numbers behind the choice."""
+    if "balanced_score" in decoding:
+        rows = "; ".join(f"{alpha}: " + ", ".join(f"{m} {v}" for m, v in metrics.items())
+                         + f" (balanced {decoding['balanced_score'][alpha]})" for alpha, metrics in decoding["sweep"].items())
+        return (f", by the {decoding['rule']} (sweep in `decoding.json`; by alpha: {rows})")
+    return f" (CIDEr by alpha there: {decoding.get('sweep_cider', 'not tuned')})"

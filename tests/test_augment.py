@@ -103,3 +103,4 @@ def test_bad_augment_and_embedding_settings_are_refused(field, value, message):
     setattr(cfg, field, value)
     with pytest.raises(ValueError, match=message):
         cfg.validate()
+
