@@ -23,6 +23,8 @@ def describe(cfg: dict) -> str:
     else:
         name = f"merge, {cfg['rnn'].upper()}"
     extras = [f"label smoothing {cfg['label_smoothing']}" if cfg.get("label_smoothing") else "",
+              "Word2Vec embeddings" if cfg.get("embedding_init") == "word2vec" else "",
+              f"augmented copies p={cfg['augment']}" if cfg.get("augment") else "",
               "selected on dev loss" if cfg.get("select_on", "dev_loss") == "dev_loss" else ""]
     return name + "".join(f", {e}" for e in extras if e)
 

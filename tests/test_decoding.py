@@ -215,3 +215,24 @@ def test_suppressed_words_are_never_generated():
     assert greedy.ids and greedy.ids[0] == 7  # the next-best word instead
     for hyp in [greedy, *beam_search(quiet, np.zeros(1), START, END, beam_width=3, max_words=6, n_best=3)]:
         assert 4 not in hyp.ids
+
+
+def test_ensemble_averages_probabilities_and_beam_search_runs_over_it():
+    from captioner.decoders.ensemble import EnsembleStepper
+
+    # Member 1 prefers "a" (0.6), member 2 strongly prefers "b" (0.9): the mean picks "b" first.
+    first = table({START: {A: 0.6, B: 0.4}, A: {END: 1.0}, B: {END: 1.0}})
+    second = table({START: {A: 0.1, B: 0.9}, A: {END: 1.0}, B: {END: 1.0}})
+    ensemble = EnsembleStepper([TableModel([first]), TableModel([second])])
+    log_probs, _ = ensemble.step(np.array([START]), ensemble.initial_state(np.zeros((1, 1))))
+    assert np.exp(log_probs[0, [A, B]]) == pytest.approx([0.35, 0.65], abs=1e-6)
+    [greedy] = greedy_decode(ensemble, np.zeros((1, 1)), START, END, max_words=4)
+    assert greedy.ids == [B] and greedy.log_prob == pytest.approx(math.log(0.65), abs=1e-6)
+    [beam] = beam_search(ensemble, np.zeros((1, 1)), START, END, beam_width=3, max_words=4, length_alpha=0.0)
+    assert beam.ids == [B]
+    # Per image: a batch of two images through an ensemble gives each its own caption.
+    mixed = EnsembleStepper([TableModel([first, GARDEN_PATH]), TableModel([second, GARDEN_PATH])])
+    captions = greedy_decode(mixed, np.array([[0], [1]]), START, END, max_words=4)
+    assert [c.ids for c in captions] == [[B], [A]]
+    with pytest.raises(ValueError):
+        EnsembleStepper([TableModel([first])])

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 
-
 from captioner.evaluate import balanced_scores
 
 

@@ -1,5 +1,6 @@
 """Decoder models (Keras) and their one-step functions for caption generation."""
 from .attention import AttentionLSTM, AttentionStepper, build_attention_model
+from .ensemble import EnsembleStepper
 from .merge import MergeStepper, build_merge_model
 
 
@@ -10,4 +11,4 @@ def make_stepper(model):
 
 
 __all__ = ["build_merge_model", "MergeStepper", "build_attention_model", "AttentionStepper", "AttentionLSTM",
-           "make_stepper"]
+           "EnsembleStepper", "make_stepper"]
