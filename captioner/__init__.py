@@ -54,12 +54,12 @@ class Captioner:
     """Encoder + decoder + vocabulary, loaded once and reused for every image."""
 
     def __init__(self, encoder, checkpoint):
-        from .decoders import make_stepper
+        from .decoders import checkpoint_stepper
 
         self.encoder = encoder
         self.checkpoint = checkpoint
         self.vocab = checkpoint.vocab
-        self.stepper = make_stepper(checkpoint.model)
+        self.stepper = checkpoint_stepper(checkpoint)
 
     @property
     def feature_kind(self) -> str:
@@ -68,7 +68,8 @@ class Captioner:
 
     @property
     def has_attention(self) -> bool:
-        return self.feature_kind == "spatial"
+        """True when the decoder can show where it looked (a single attention model, not an ensemble)."""
+        return self.feature_kind == "spatial" and hasattr(self.stepper, "attention")
 
     def attention_maps(self, features: np.ndarray, caption: "Caption") -> np.ndarray:
         """For attention models: (words, g, g) weights showing where the model looked for each word of
@@ -80,7 +81,7 @@ class Captioner:
 
     def encode(self, pixels: np.ndarray) -> np.ndarray:
         """(B, 299, 299, 3) preprocessed pixels -> the features this model's decoder reads."""
-        return self.encoder.encode(pixels, spatial=self.has_attention)
+        return self.encoder.encode(pixels, spatial=self.feature_kind == "spatial")
 
     @classmethod
     def load(cls, model_dir: str | Path | None = None, weights: str | Path | None = None,

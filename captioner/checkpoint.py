@@ -1,11 +1,12 @@
-"""Saving and loading a trained captioner folder: decoder.keras + vocab.json + config.json.
+"""Saving and loading a trained captioner folder: decoder.keras + vocab.json + config.json, or an
+ensemble folder: ensemble.json naming member folders that share one vocabulary.
 
 Loading checks everything a user could get wrong and says how to fix it, instead of a traceback.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import DecodeConfig, TrainConfig, save_json
@@ -13,6 +14,7 @@ from .vocab import Vocabulary, VocabError
 
 DECODER_FILE, VOCAB_FILE, CONFIG_FILE = "decoder.keras", "vocab.json", "config.json"
 DECODING_FILE = "decoding.json"  # decoding settings chosen on held-out training images (optional)
+ENSEMBLE_FILE = "ensemble.json"  # {"members": ["../merge-lstm", ...]}: paths relative to the ensemble folder
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "merge-lstm"
 
 
@@ -27,6 +29,11 @@ class Checkpoint:
     config: TrainConfig
     folder: Path
     length_alpha: float = DecodeConfig.length_alpha  # from decoding.json when the folder has one
+    members: list["Checkpoint"] = field(default_factory=list)  # an ensemble's members (model/config: the first's)
+
+    @property
+    def is_ensemble(self) -> bool:
+        return bool(self.members)
 
 
 def save_checkpoint(model, vocab: Vocabulary, config: TrainConfig, folder: Path) -> None:
@@ -49,6 +56,8 @@ def load_checkpoint(folder: str | Path | None = None) -> Checkpoint:
     import keras
 
     folder = Path(folder) if folder else DEFAULT_MODEL_DIR
+    if (folder / ENSEMBLE_FILE).is_file():
+        return _load_ensemble(folder)
     fix = ("train one with `python -m captioner train --out DIR`, or pass --model with a folder "
            f"holding {DECODER_FILE}, {VOCAB_FILE} and {CONFIG_FILE}")
     if not folder.is_dir():
@@ -78,17 +87,57 @@ def load_checkpoint(folder: str | Path | None = None) -> Checkpoint:
     if output_size != len(vocab):
         raise CheckpointError(f"{folder}: the vocabulary has {len(vocab)} words but the decoder predicts "
                               f"{output_size}; {VOCAB_FILE} belongs to a different checkpoint")
-    alpha = DecodeConfig.length_alpha
-    if (folder / DECODING_FILE).is_file():
+    return Checkpoint(model, vocab, config, folder, _length_alpha(folder))
+
+
+def _length_alpha(folder: Path) -> float:
+    """The tuned length exponent from ``decoding.json``, or the default when the folder has none."""
+    if not (folder / DECODING_FILE).is_file():
+        return DecodeConfig.length_alpha
+    try:
+        return float(json.loads((folder / DECODING_FILE).read_text(encoding="utf-8"))["length_alpha"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{folder / DECODING_FILE}: unreadable ({err})") from err
+
+
+def ensemble_members(folder: Path) -> list[Path]:
+    """The member folders an ensemble folder names (resolved against it)."""
+    path = Path(folder) / ENSEMBLE_FILE
+    try:
+        names = json.loads(path.read_text(encoding="utf-8"))["members"]
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise TypeError("'members' must be a list of folder paths")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{path}: unreadable ({err}); expected {{\"members\": [\"../merge-lstm\", ...]}}") from err
+    if len(names) < 2:
+        raise CheckpointError(f"{path}: an ensemble needs at least two member folders, not {len(names)}")
+    return [(Path(folder) / n).resolve() for n in names]
+
+
+def _load_ensemble(folder: Path) -> Checkpoint:
+    """Load every member; they must share the vocabulary and the kind of image features."""
+    members = []
+    for member in ensemble_members(folder):
+        if (member / ENSEMBLE_FILE).is_file():
+            raise CheckpointError(f"{folder / ENSEMBLE_FILE}: member {member} is itself an ensemble")
         try:
-            alpha = float(json.loads((folder / DECODING_FILE).read_text(encoding="utf-8"))["length_alpha"])
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise CheckpointError(f"{folder / DECODING_FILE}: unreadable ({err})") from err
-    return Checkpoint(model, vocab, config, folder, alpha)
+            members.append(load_checkpoint(member))
+        except CheckpointError as err:
+            raise CheckpointError(f"{folder / ENSEMBLE_FILE}: member {member.name} cannot be loaded: {err}") from err
+    first = members[0]
+    for other in members[1:]:
+        if other.vocab != first.vocab:
+            raise CheckpointError(f"{folder}: members {first.folder.name} and {other.folder.name} have different "
+                                  "vocabularies; an ensemble votes word by word, so they must share one")
+        if other.config.decoder != first.config.decoder:
+            raise CheckpointError(f"{folder}: members mix {first.config.decoder} and {other.config.decoder} "
+                                  "decoders, which read different image features")
+    return Checkpoint(first.model, first.vocab, first.config, folder, _length_alpha(folder), members)
 
 
 def available_models(root: Path | None = None) -> list[Path]:
     """Model folders under ``models/`` (each holding a decoder), the default first."""
     root = Path(root) if root else DEFAULT_MODEL_DIR.parent
-    found = sorted(p for p in root.iterdir() if (p / DECODER_FILE).is_file()) if root.is_dir() else []
+    found = sorted(p for p in root.iterdir() if (p / DECODER_FILE).is_file() or (p / ENSEMBLE_FILE).is_file()
+                   ) if root.is_dir() else []
     return sorted(found, key=lambda p: p != DEFAULT_MODEL_DIR)

@@ -85,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, required=True, help="the checkpoint folder")
     p.add_argument("--weights", type=Path, default=None)
 
+    p = sub.add_parser("ensemble", help="combine trained model folders (one vocabulary) into an ensemble folder; "
+                       "tune its decoding on their held-out images, evaluate on dev, write its card")
+    p.add_argument("members", nargs="+", type=Path, help="two or more trained model folders")
+    p.add_argument("--out", type=Path, required=True, help="ensemble folder to write (it stores only references)")
+    p.add_argument("--data", type=Path, default=None, help="dataset folder (default ../shared/flickr8k)")
+    p.add_argument("--weights", type=Path, default=None)
+    p.add_argument("--no-eval", action="store_true", help="only write ensemble.json")
+
     p = sub.add_parser("weights", help="obtain and verify the Xception ImageNet weights")
     p.add_argument("--weights", type=Path, default=None, help="use this file instead of the cache")
     p.add_argument("--no-download", action="store_true", help="only check the explicit path and the cache")
@@ -99,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return {"caption": cmd_caption, "evaluate": cmd_evaluate, "train": cmd_train,
-                "finetune": cmd_finetune, "card": cmd_card, "weights": cmd_weights}[args.command](args)
+                "finetune": cmd_finetune, "card": cmd_card, "ensemble": cmd_ensemble,
+                "weights": cmd_weights}[args.command](args)
     except (CheckpointError, WeightsError, DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -241,9 +250,14 @@ def cmd_card(args) -> int:
     from .encoder import XceptionEncoder
 
     checkpoint = load_checkpoint(args.model)  # a bad folder fails fast, before the encoder loads
-    summary = _card_summary(args.model)
     dataset = load_dataset(args.data)
-    evaluate_and_card(args.model, dataset, XceptionEncoder.load(args.weights), checkpoint.config, summary)
+    encoder = XceptionEncoder.load(args.weights)
+    if checkpoint.is_ensemble:
+        from .modelcard import write_ensemble_card
+
+        write_ensemble_card(args.model, checkpoint, tune_and_evaluate(args.model, dataset, encoder))
+    else:
+        evaluate_and_card(args.model, dataset, encoder, checkpoint.config, _card_summary(args.model))
     print(f"model card written to {Path(args.model) / 'MODEL_CARD.md'}")
     return 0
 
@@ -299,14 +313,52 @@ def _sharded_features(encoder, paths: list[Path], worker: int, n_workers: int, k
     return dict(zip(extracted.names, extracted.features))
 
 
+def cmd_ensemble(args) -> int:
+    import os
+    import shutil
+
+    from .checkpoint import ENSEMBLE_FILE, CheckpointError, load_checkpoint
+    from .config import save_json
+    from .train import TUNE_FILE
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    held_out = {(Path(m) / TUNE_FILE).read_text() if (Path(m) / TUNE_FILE).is_file() else "" for m in args.members}
+    if len(held_out) != 1 or not held_out.pop().strip():
+        raise CheckpointError("the members were not trained with the same held-out training images "
+                              f"({TUNE_FILE}), so the ensemble's decoding cannot be tuned without touching dev")
+    save_json({"members": [os.path.relpath(Path(m).resolve(), out.resolve()) for m in args.members]},
+              out / ENSEMBLE_FILE)
+    checkpoint = load_checkpoint(out)  # checks the members can vote together
+    shutil.copy(Path(args.members[0]) / TUNE_FILE, out / TUNE_FILE)
+    print(f"ensemble of {', '.join(m.folder.name for m in checkpoint.members)} written to {out}")
+    if not args.no_eval:
+        from .data import load_dataset
+        from .encoder import XceptionEncoder
+        from .modelcard import write_ensemble_card
+
+        dataset = load_dataset(args.data)
+        write_ensemble_card(out, checkpoint, tune_and_evaluate(out, dataset, XceptionEncoder.load(args.weights)))
+        print(f"model card written to {out / 'MODEL_CARD.md'}")
+    return 0
+
+
 def evaluate_and_card(folder: Path, dataset, encoder, cfg: TrainConfig, summary: dict) -> list[dict]:
-    """Dev metrics for greedy, beam 3 and beam 5 (plus full-resolution originals when the dataset has
-    them), written into metrics.json and MODEL_CARD.md."""
+    """``tune_and_evaluate``, then metrics.json and MODEL_CARD.md."""
+    from .modelcard import write_model_card
+
+    evaluations = tune_and_evaluate(folder, dataset, encoder)
+    write_model_card(folder, cfg, summary, evaluations)
+    return evaluations
+
+
+def tune_and_evaluate(folder: Path, dataset, encoder) -> list[dict]:
+    """Choose the length exponent on the held-out training images (``decoding.json``), then dev metrics
+    for greedy, beam 3 and beam 5 (plus full-resolution originals when the dataset has them)."""
     from . import Captioner
     from .checkpoint import DECODING_FILE, load_checkpoint
     from .config import save_json
     from .evaluate import evaluate_split, format_metrics, tune_length_alpha
-    from .modelcard import write_model_card
     from .train import TUNE_FILE
 
     tuned = tune_length_alpha(Captioner(encoder, load_checkpoint(folder)), dataset, Path(folder) / TUNE_FILE)
@@ -331,7 +383,6 @@ def evaluate_and_card(folder: Path, dataset, encoder, cfg: TrainConfig, summary:
             print(f"  same images squashed: {format_metrics(same.metrics)}")
             evaluations.append({"label": "same dev images, squashed 224x224 copies, beam 3",
                                 "metrics": same.metrics, "settings": same.settings})
-    write_model_card(folder, cfg, summary, evaluations)
     return evaluations
 
 

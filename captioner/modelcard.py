@@ -108,3 +108,63 @@ def _alpha_rule(decoding: dict) -> str:
                          + f" (balanced {decoding['balanced_score'][alpha]})" for alpha, metrics in decoding["sweep"].items())
         return (f", by the {decoding['rule']} (sweep in `decoding.json`; by alpha: {rows})")
     return f" (CIDEr by alpha there: {decoding.get('sweep_cider', 'not tuned')})"
+
+
+def write_ensemble_card(folder: Path, checkpoint, evaluations: list[dict]) -> None:
+    """Card and metrics.json of an ensemble folder: its members, how decoding was tuned, dev results."""
+    import json
+
+    folder = Path(folder)
+    decoding_file = folder / "decoding.json"
+    decoding = json.loads(decoding_file.read_text()) if decoding_file.is_file() else {}
+    members = []
+    for m in checkpoint.members:
+        training_file = m.folder / "training.json"
+        training = json.loads(training_file.read_text()) if training_file.is_file() else {}
+        members.append({"folder": m.folder.name, "rnn": m.config.rnn, "decoder": m.config.decoder,
+                        "parameters": training.get("parameters"), "train_seconds": training.get("train_seconds"),
+                        "size_mb": round((m.folder / "decoder.keras").stat().st_size / 2**20, 1)})
+    save_json({"evaluations": evaluations, "members": members}, folder / "metrics.json")
+    header = "| evaluation | images | " + " | ".join(METRIC_ORDER) + " |"
+    rows = [header, "|" + "---|" * (len(METRIC_ORDER) + 2)]
+    rows += [_row(e["label"], e["metrics"], e["settings"]["n_images"]) for e in evaluations]
+    member_rows = "\n".join(
+        f"| [`{m['folder']}`](../{m['folder']}/MODEL_CARD.md) | {m['decoder']} {m['rnn'].upper()} | "
+        f"{m['parameters'] or 0:,} | {m['size_mb']} MB | {(m['train_seconds'] or 0) / 60:.1f} min |" for m in members)
+    member_args = " ".join(f"models/{m['folder']}" for m in members)
+    card = f"""# Model card: `{folder.name}` (ensemble)
+
+An ensemble of {len(members)} decoders trained separately on the same data and vocabulary, over one
+frozen Xception encoder. At every step of greedy or beam search each member proposes next-word
+probabilities and the ensemble uses their mean; the image is encoded once. `ensemble.json` only names
+the member folders, so the ensemble adds no weights of its own.
+
+| member | decoder | parameters | size | training time |
+|---|---|---|---|---|
+{member_rows}
+
+## Data
+As for the members (see their cards): Flickr8k train split less the held-out training images, which
+all members share (`tune_images.txt`); the official test split was never seen. Figures below are on
+**dev** (1,000 images, 5 references each).
+
+## Results (dev split)
+Metric tools: BLEU with nltk `corpus_bleu` over all five references; CIDEr (CIDEr-D), METEOR 1.5 and
+ROUGE-L with pycocoevalcap. Beam search ranks captions by log-probability / length^alpha with
+alpha = {decoding.get('length_alpha', 0.7)}, {decoding.get('selected_on', 'the default')}{_alpha_rule(decoding)}.
+
+{chr(10).join(rows)}
+
+Reproduce: `python -m captioner evaluate --split dev --model models/{folder.name} --beam-width 3`;
+build the folder (and this card): `python -m captioner ensemble {member_args} --out models/{folder.name}`.
+
+## Cost
+Decoding runs every member at each step, so it costs about {len(members)}x a single decoder's steps; the
+Xception encoder, which dominates the time per caption, runs once.
+
+## Limits
+Trained on 6k Flickr photos of people and dogs outdoors: captions of other scenes are often generic or
+wrong, and the model repeats dataset biases (gender words, "a man" by default). Do not rely on it where a
+wrong description could harm someone.
+"""
+    (folder / "MODEL_CARD.md").write_text(card, encoding="utf-8")

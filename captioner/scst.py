@@ -173,6 +173,8 @@ def finetune_folder(model_dir: Path, out_dir: Path, dataset, encoder, epochs: in
     from .train import TUNE_FILE
 
     checkpoint = load_checkpoint(model_dir)
+    if checkpoint.is_ensemble:
+        raise ValueError(f"{model_dir} is an ensemble; fine-tune one of its members instead")
     kind = "spatial" if checkpoint.config.decoder == "attention" else "pooled"
     tune_file = Path(model_dir) / TUNE_FILE
     tune_names = [n for n in tune_file.read_text().split() if n in dataset.captions] if tune_file.is_file() else []

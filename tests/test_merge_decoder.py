@@ -81,3 +81,70 @@ def test_checkpoint_errors_say_what_is_wrong(tmp_path):
     (folder / "decoder.keras").unlink()
     with pytest.raises(CheckpointError, match="decoder.keras: missing"):
         load_checkpoint(folder)
+
+
+def test_ensemble_folder_loads_its_members_and_votes(tmp_path):
+    """An ensemble folder of two decoders: loads through load_checkpoint, decodes with the mean
+    probability, and refuses members that cannot vote together."""
+    import json
+
+    from captioner.checkpoint import available_models
+    from captioner.decoders import EnsembleStepper, checkpoint_stepper
+
+    for name, rnn, seed in (("lstm", "lstm", 1), ("gru", "gru", 2)):
+        model, vocab, cfg = _model(rnn, seed)
+        save_checkpoint(model, vocab, cfg, tmp_path / name)
+    (tmp_path / "both").mkdir()
+    (tmp_path / "both" / "ensemble.json").write_text(json.dumps({"members": ["../lstm", "../gru"]}))
+    (tmp_path / "both" / "decoding.json").write_text(json.dumps({"length_alpha": 0.9}))
+    ensemble = load_checkpoint(tmp_path / "both")
+    assert ensemble.is_ensemble and [m.folder.name for m in ensemble.members] == ["lstm", "gru"]
+    assert ensemble.length_alpha == 0.9 and ensemble.vocab == vocab
+    stepper = checkpoint_stepper(ensemble)
+    assert isinstance(stepper, EnsembleStepper)
+    features = np.random.default_rng(0).normal(size=(2, 2048)).astype(np.float32)
+    words = np.full(2, vocab.start_id, np.int32)
+    mixed, _ = stepper.step(words, stepper.initial_state(features))
+    singles = [MergeStepper(m.model) for m in ensemble.members]
+    each = [s.step(words, s.initial_state(features))[0] for s in singles]
+    np.testing.assert_allclose(np.exp(mixed), (np.exp(each[0]) + np.exp(each[1])) / 2, atol=1e-5)
+    [hyp] = beam_search(stepper, features[0], vocab.start_id, vocab.end_id, beam_width=3, max_words=6)
+    assert len(hyp.ids) <= 6
+    assert (tmp_path / "both") in available_models(tmp_path)
+
+    (tmp_path / "both" / "ensemble.json").write_text(json.dumps({"members": ["../lstm"]}))
+    with pytest.raises(CheckpointError, match="at least two"):
+        load_checkpoint(tmp_path / "both")
+    (tmp_path / "both" / "ensemble.json").write_text(json.dumps({"members": ["../lstm", "../missing"]}))
+    with pytest.raises(CheckpointError, match="member missing cannot be loaded"):
+        load_checkpoint(tmp_path / "both")
+    other_model, other_vocab, other_cfg = _model("lstm", 4)
+    other_vocab = Vocabulary.fit(["entirely other words here"], min_count=1)
+    save_checkpoint(build_merge_model(len(other_vocab), other_cfg), other_vocab, other_cfg, tmp_path / "other")
+    (tmp_path / "both" / "ensemble.json").write_text(json.dumps({"members": ["../lstm", "../other"]}))
+    with pytest.raises(CheckpointError, match="different vocabularies"):
+        load_checkpoint(tmp_path / "both")
+    (tmp_path / "both" / "ensemble.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="ensemble.json: unreadable"):
+        load_checkpoint(tmp_path / "both")
+
+
+def test_ensemble_command_writes_relative_members_and_refuses_different_held_out_images(tmp_path, capsys):
+    import json
+
+    from captioner.cli import main
+
+    for name, rnn, seed in (("lstm", "lstm", 1), ("gru", "gru", 2)):
+        model, vocab, cfg = _model(rnn, seed)
+        save_checkpoint(model, vocab, cfg, tmp_path / "models" / name)
+        (tmp_path / "models" / name / "tune_images.txt").write_text("1.jpg\n2.jpg\n")
+    models = tmp_path / "models"
+    out = models / "ensemble"
+    assert main(["ensemble", str(models / "lstm"), str(models / "gru"), "--out", str(out), "--no-eval"]) == 0
+    assert json.loads((out / "ensemble.json").read_text()) == {"members": ["../lstm", "../gru"]}
+    assert (out / "tune_images.txt").read_text() == "1.jpg\n2.jpg\n"
+    assert load_checkpoint(out).is_ensemble
+    (models / "gru" / "tune_images.txt").write_text("3.jpg\n")
+    assert main(["ensemble", str(models / "lstm"), str(models / "gru"), "--out", str(tmp_path / "x"),
+                 "--no-eval"]) != 0
+    assert "same held-out training images" in capsys.readouterr().err

@@ -10,5 +10,12 @@ def make_stepper(model):
     return AttentionStepper(model) if "attention_lstm" in names else MergeStepper(model)
 
 
+def checkpoint_stepper(checkpoint):
+    """The step interface for a loaded model folder: one decoder, or an ensemble of its members."""
+    if checkpoint.members:
+        return EnsembleStepper([make_stepper(m.model) for m in checkpoint.members])
+    return make_stepper(checkpoint.model)
+
+
 __all__ = ["build_merge_model", "MergeStepper", "build_attention_model", "AttentionStepper", "AttentionLSTM",
-           "EnsembleStepper", "make_stepper"]
+           "EnsembleStepper", "make_stepper", "checkpoint_stepper"]

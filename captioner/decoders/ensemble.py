@@ -20,6 +20,10 @@ class EnsembleStepper:
         if len(members) < 2:
             raise ValueError("an ensemble needs at least two members")
         self.members = list(members)
+        kinds = {bool(getattr(m, "needs_spatial", False)) for m in self.members}
+        if len(kinds) > 1:
+            raise ValueError("ensemble members must read the same image features (all merge or all attention)")
+        self.needs_spatial = kinds.pop()  # the features the members read; no attention maps for the ensemble
 
     def initial_state(self, features: np.ndarray) -> tuple:
         return tuple(m.initial_state(features) for m in self.members)
