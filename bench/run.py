@@ -64,12 +64,15 @@ class Bench:
         sys.path.insert(0, str(ROOT / "bench"))
         from reference import PredictPerWordStepper
 
-        ref = PredictPerWordStepper(self.captioner.checkpoint.model)
+        from captioner.decoders import make_stepper
+
+        model = self.captioner.checkpoint.model  # an ensemble's first member: the same decoder on both sides
+        ref, ours = PredictPerWordStepper(model), make_stepper(model)
         feats = self.features[:n]
         out = {}
         for width in (1, 5):
             t_ref, ids_ref = timed(lambda: [self.decode(ref, f[None], width)[0] for f in feats], repeat=1)
-            t_ours, ids_ours = timed(lambda: [self.decode(self.captioner.stepper, f[None], width)[0] for f in feats])
+            t_ours, ids_ours = timed(lambda: [self.decode(ours, f[None], width)[0] for f in feats])
             label = "greedy" if width == 1 else "beam 5"
             out[label] = {"reference_s_per_image": t_ref / n, "ours_s_per_image": t_ours / n,
                           "speedup": t_ref / t_ours, "same_captions": ids_ref == ids_ours}
@@ -184,7 +187,7 @@ class Bench:
         path, digest = ensure_weights(allow_download=False)
         fast = XceptionEncoder(path, digest, precision="bfloat16")
         pixels = self.pixels
-        spatial = self.captioner.has_attention
+        spatial = self.captioner.feature_kind == "spatial"
         t32, f32 = timed(lambda: self.captioner.encode(pixels), repeat=1)
         t16, f16 = timed(lambda: fast.encode(pixels, spatial=spatial), repeat=1)
         a, b = f32.reshape(len(f32), -1), f16.reshape(len(f16), -1)
