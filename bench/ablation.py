@@ -29,16 +29,32 @@ def describe(cfg: dict) -> str:
     return name + "".join(f", {e}" for e in extras if e)
 
 
-def rows_for(folder: Path) -> list[dict]:
+def _member_facts(folder: Path) -> tuple[dict, dict, float]:
+    """(config, training summary, checkpoint MB) of one trained folder."""
     cfg = json.loads((folder / "config.json").read_text())
     metrics = json.loads((folder / "metrics.json").read_text())
     training = metrics.get("training") or json.loads((folder / "training.json").read_text())
-    size_mb = (folder / "decoder.keras").stat().st_size / 2**20
+    return cfg, training, (folder / "decoder.keras").stat().st_size / 2**20
+
+
+def rows_for(folder: Path) -> list[dict]:
+    metrics = json.loads((folder / "metrics.json").read_text())
+    if (folder / "ensemble.json").is_file():  # sums over the members (their time, weights and disk)
+        members = [(folder / m).resolve() for m in json.loads((folder / "ensemble.json").read_text())["members"]]
+        facts = [_member_facts(m) for m in members]
+        name = "ensemble: " + " + ".join(describe(cfg) for cfg, _, _ in facts)
+        training = {"train_seconds": sum(t["train_seconds"] for _, t, _ in facts),
+                    "parameters": sum(t["parameters"] for _, t, _ in facts),
+                    "peak_rss_mb": max(t.get("peak_rss_mb", 0) for _, t, _ in facts)}
+        size_mb = sum(size for _, _, size in facts)
+    else:
+        cfg, training, size_mb = _member_facts(folder)
+        name = describe(cfg)
     rows = []
     for evaluation in metrics["evaluations"]:
         if not evaluation["label"].startswith("dev,"):
             continue  # the originals-vs-squashed rows live in the model card
-        rows.append({"model": describe(cfg), "folder": str(folder), "decoding": evaluation["label"][5:],
+        rows.append({"model": name, "folder": str(folder), "decoding": evaluation["label"][5:],
                      **{c: evaluation["metrics"].get(c) for c in COLUMNS},
                      "train_min": training["train_seconds"] / 60, "params_m": training["parameters"] / 1e6,
                      "size_mb": size_mb, "peak_rss_gb": training.get("peak_rss_mb", 0) / 1024 or None})

@@ -148,3 +148,31 @@ def test_ensemble_command_writes_relative_members_and_refuses_different_held_out
     assert main(["ensemble", str(models / "lstm"), str(models / "gru"), "--out", str(tmp_path / "x"),
                  "--no-eval"]) != 0
     assert "same held-out training images" in capsys.readouterr().err
+
+
+def test_ensemble_card_names_members_decoding_rule_and_results(tmp_path):
+    import json
+
+    from captioner.modelcard import write_ensemble_card
+
+    for name, rnn, seed in (("lstm", "lstm", 1), ("gru", "gru", 2)):
+        model, vocab, cfg = _model(rnn, seed)
+        save_checkpoint(model, vocab, cfg, tmp_path / name)
+        (tmp_path / name / "training.json").write_text(json.dumps({"parameters": 1000, "train_seconds": 600}))
+    folder = tmp_path / "pair"
+    folder.mkdir()
+    (folder / "ensemble.json").write_text(json.dumps({"members": ["../lstm", "../gru"]}))
+    sweep = {"0.7": {"BLEU-1": 0.6, "BLEU-4": 0.19, "METEOR": 0.2, "CIDEr": 0.5}}
+    (folder / "decoding.json").write_text(json.dumps({"length_alpha": 0.7, "sweep": sweep, "balanced_score": {"0.7": 1.0},
+                                                      "rule": "balanced rule", "selected_on": "300 held-out images"}))
+    metrics = {"BLEU-1": 0.61, "BLEU-2": 0.42, "BLEU-3": 0.29, "BLEU-4": 0.195, "CIDEr": 0.51, "METEOR": 0.2,
+               "ROUGE-L": 0.45}
+    write_ensemble_card(folder, load_checkpoint(folder), [{"label": "dev, beam 3", "metrics": metrics,
+                                                          "settings": {"n_images": 1000}}])
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "`lstm`" in card and "`gru`" in card and "10.0 min" in card
+    assert "| dev, beam 3 | 1000 | 0.610 | 0.420 | 0.290 | 0.195 | 0.510 |" in card
+    assert "alpha = 0.7" in card and "balanced rule" in card
+    assert "python -m captioner ensemble models/lstm models/gru --out models/pair" in card
+    saved = json.loads((folder / "metrics.json").read_text())
+    assert [m["folder"] for m in saved["members"]] == ["lstm", "gru"]
