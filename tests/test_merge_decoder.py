@@ -172,7 +172,7 @@ def test_ensemble_card_names_members_decoding_rule_and_results(tmp_path):
     card = (folder / "MODEL_CARD.md").read_text()
     assert "`lstm`" in card and "`gru`" in card and "10.0 min" in card
     assert "| dev, beam 3 | 1000 | 0.610 | 0.420 | 0.290 | 0.195 | 0.510 |" in card
-    assert "alpha = 0.7" in card and "balanced rule" in card
+    assert "alpha = 0.7" in card and "balanced rule" in card and "| 0.7 (chosen) | 0.6000 |" in card
     assert "python -m captioner ensemble models/lstm models/gru --out models/pair" in card
     saved = json.loads((folder / "metrics.json").read_text())
     assert [m["folder"] for m in saved["members"]] == ["lstm", "gru"]
