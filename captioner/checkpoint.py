@@ -15,7 +15,7 @@ from .vocab import Vocabulary, VocabError
 DECODER_FILE, VOCAB_FILE, CONFIG_FILE = "decoder.keras", "vocab.json", "config.json"
 DECODING_FILE = "decoding.json"  # decoding settings chosen on held-out training images (optional)
 ENSEMBLE_FILE = "ensemble.json"  # {"members": ["../merge-lstm", ...]}: paths relative to the ensemble folder
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "merge-lstm"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "merge-ensemble"  # chosen by docs/SELECTION.md
 
 
 class CheckpointError(RuntimeError):
