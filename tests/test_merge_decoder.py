@@ -176,3 +176,36 @@ def test_ensemble_card_names_members_decoding_rule_and_results(tmp_path):
     assert "python -m captioner ensemble models/lstm models/gru --out models/pair" in card
     saved = json.loads((folder / "metrics.json").read_text())
     assert [m["folder"] for m in saved["members"]] == ["lstm", "gru"]
+
+
+def test_fused_ensemble_step_equals_the_member_by_member_one():
+    """Compiled members are fused into one TensorFlow step; it must match averaging them in NumPy."""
+    from captioner.decoders import EnsembleStepper
+
+    models = [_model(rnn, seed)[0] for rnn, seed in (("lstm", 5), ("gru", 6))]
+    _, vocab, _ = _model("lstm")
+    fused = EnsembleStepper([MergeStepper(m) for m in models])
+    assert fused._fused is not None
+
+    class Plain:  # the same stepper, hidden from the fusing (not a CompiledStepper)
+        def __init__(self, inner):
+            self.inner = inner
+
+        def initial_state(self, features):
+            return self.inner.initial_state(features)
+
+        def step(self, words, state):
+            return self.inner.step(words, state)
+
+        def reorder(self, state, rows):
+            return self.inner.reorder(state, rows)
+
+    plain = EnsembleStepper([Plain(MergeStepper(m)) for m in models])
+    assert plain._fused is None
+    features = np.random.default_rng(2).normal(size=(3, 2048)).astype(np.float32)
+    for width in (1, 3):
+        for f in features:
+            a = beam_search(fused, f, vocab.start_id, vocab.end_id, beam_width=width, max_words=7, n_best=width)
+            b = beam_search(plain, f, vocab.start_id, vocab.end_id, beam_width=width, max_words=7, n_best=width)
+            assert [h.ids for h in a] == [h.ids for h in b]
+            assert [h.log_prob for h in a] == pytest.approx([h.log_prob for h in b], abs=1e-4)

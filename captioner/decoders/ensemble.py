@@ -2,7 +2,8 @@
 
 It is itself a step model (``initial_state``, ``step``, ``reorder``), so greedy and beam search run
 over it unchanged. Each step averages the members' next-word *probabilities* (not log-probabilities:
-a word one member rules out is not vetoed by it).
+a word one member rules out is not vetoed by it). When every member is a compiled stepper, their steps
+are fused into one TensorFlow function (one call per step, not one per member plus NumPy glue).
 """
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from typing import Sequence
 import numpy as np
 
 from ..decoding import reorder_state
+from .stepping import CompiledStepper, tf_constant
 
 
 class EnsembleStepper:
-    """Members' states are kept side by side as a tuple of per-member state tuples."""
+    """Members' states are kept side by side: a tuple of per-member state tuples, or one flat tuple of
+    tensors when the members' steps are fused."""
 
     def __init__(self, members: Sequence):
         if len(members) < 2:
@@ -24,12 +27,45 @@ class EnsembleStepper:
         if len(kinds) > 1:
             raise ValueError("ensemble members must read the same image features (all merge or all attention)")
         self.needs_spatial = kinds.pop()  # the features the members read; no attention maps for the ensemble
+        self._fused = None
+        if all(isinstance(m, CompiledStepper) for m in self.members):
+            self._fuse()
+
+    def _fuse(self) -> None:
+        """One concrete function for the whole ensemble step, and one for reordering every state."""
+        import tensorflow as tf
+
+        sizes = [m._n_state for m in self.members]
+        specs = [spec for m in self.members for spec in m._state_specs]
+        steps = [m._step for m in self.members]
+        log_k = float(np.log(len(self.members)))
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int32), *specs])
+        def step(words, *state):
+            log_probs, new_state, i = [], [], 0
+            for member_step, n in zip(steps, sizes):
+                member_log_probs, *rest = member_step(words, *state[i:i + n])  # extras after the state dropped
+                log_probs.append(member_log_probs)
+                new_state += rest[:n]
+                i += n
+            mean = tf.reduce_logsumexp(tf.stack(log_probs), axis=0) - log_k  # (B, V): log of the mean probability
+            return (mean, *new_state)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int32), *specs])
+        def reorder(rows, *state):
+            return tuple(tf.gather(s, rows) for s in state)
+
+        self._fused = (step.get_concrete_function(), reorder.get_concrete_function())
 
     def initial_state(self, features: np.ndarray) -> tuple:
-        return tuple(m.initial_state(features) for m in self.members)
+        states = tuple(m.initial_state(features) for m in self.members)
+        return tuple(s for state in states for s in state) if self._fused else states
 
     def step(self, words: np.ndarray, state: tuple) -> tuple[np.ndarray, tuple]:
         """(B,) words -> ((B, V) log of the members' mean next-word probability, new state)."""
+        if self._fused:
+            log_probs, *new_state = self._fused[0](tf_constant(words, np.int32), *state)
+            return log_probs.numpy(), tuple(new_state)
         outputs = [m.step(words, s) for m, s in zip(self.members, state)]
         stacked = np.stack([np.asarray(lp, np.float64) for lp, _ in outputs])  # (K, B, V)
         peak = stacked.max(axis=0)
@@ -38,4 +74,6 @@ class EnsembleStepper:
         return mean.astype(np.float32), tuple(s for _, s in outputs)
 
     def reorder(self, state: tuple, rows: Sequence[int]) -> tuple:
+        if self._fused:
+            return tuple(self._fused[1](tf_constant(rows, np.int32), *state))
         return tuple(reorder_state(m, s, rows) for m, s in zip(self.members, state))

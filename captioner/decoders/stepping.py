@@ -32,6 +32,7 @@ class CompiledStepper:
         self._step = step.get_concrete_function()
         self._reorder = reorder.get_concrete_function()
         self._n_state = len(state_specs)
+        self._state_specs = list(state_specs)
 
     def initial_state(self, features: np.ndarray) -> tuple:
         """(B, ...) features -> state tuple (tensors, batch first)."""
