@@ -33,7 +33,9 @@ def _member_facts(folder: Path) -> tuple[dict, dict, float]:
     """(config, training summary, checkpoint MB) of one trained folder."""
     cfg = json.loads((folder / "config.json").read_text())
     metrics = json.loads((folder / "metrics.json").read_text())
-    training = metrics.get("training") or json.loads((folder / "training.json").read_text())
+    training = dict(metrics.get("training") or json.loads((folder / "training.json").read_text()))
+    if (folder / "scst.json").is_file():  # fine-tuning time counts too
+        training["train_seconds"] += json.loads((folder / "scst.json").read_text())["seconds"]
     return cfg, training, (folder / "decoder.keras").stat().st_size / 2**20
 
 
@@ -42,14 +44,15 @@ def rows_for(folder: Path) -> list[dict]:
     if (folder / "ensemble.json").is_file():  # sums over the members (their time, weights and disk)
         members = [(folder / m).resolve() for m in json.loads((folder / "ensemble.json").read_text())["members"]]
         facts = [_member_facts(m) for m in members]
-        name = "ensemble: " + " + ".join(describe(cfg) for cfg, _, _ in facts)
+        name = "ensemble: " + " + ".join(describe(cfg) + (", then SCST" if (m / "scst.json").is_file() else "")
+                                         for m, (cfg, _, _) in zip(members, facts))
         training = {"train_seconds": sum(t["train_seconds"] for _, t, _ in facts),
                     "parameters": sum(t["parameters"] for _, t, _ in facts),
                     "peak_rss_mb": max(t.get("peak_rss_mb", 0) for _, t, _ in facts)}
         size_mb = sum(size for _, _, size in facts)
     else:
         cfg, training, size_mb = _member_facts(folder)
-        name = describe(cfg)
+        name = describe(cfg) + (", then SCST" if (folder / "scst.json").is_file() else "")
     rows = []
     for evaluation in metrics["evaluations"]:
         if not evaluation["label"].startswith("dev,"):
