@@ -11,7 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import streamlit as st  # noqa: E402
 
 from captioner import Captioner, CaptionResult  # noqa: E402
-from captioner.checkpoint import CheckpointError, available_models  # noqa: E402
+from captioner.checkpoint import CheckpointError, available_models, describe_model  # noqa: E402
 from captioner.heatmap import word_overlays  # noqa: E402
 from captioner.images import load_image  # noqa: E402
 from captioner.speech import LANGUAGES, SpeechError, speak  # noqa: E402
@@ -46,8 +46,10 @@ def model_or_stop(model_dir: str) -> Captioner:
 def sidebar() -> dict:
     st.sidebar.header("Settings")
     models = available_models()
-    model_dir = st.sidebar.selectbox("Model", models, format_func=lambda p: p.name,
-                                     help="Checkpoint folders found in models/") if models else None
+    model_dir = None
+    if models:
+        model_dir = st.sidebar.selectbox("Model", models, format_func=describe_model,
+                                         help="Checkpoint folders found in models/; their model cards compare them")
     mode = st.sidebar.radio("Decoding", ["Beam search", "Greedy"], horizontal=True,
                             help="Beam search keeps several candidate captions and usually reads better.")
     beam_width = 1 if mode == "Greedy" else st.sidebar.slider("Beam width", 1, 10, 3)

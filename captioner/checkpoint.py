@@ -141,3 +141,20 @@ def available_models(root: Path | None = None) -> list[Path]:
     found = sorted(p for p in root.iterdir() if (p / DECODER_FILE).is_file() or (p / ENSEMBLE_FILE).is_file()
                    ) if root.is_dir() else []
     return sorted(found, key=lambda p: p != DEFAULT_MODEL_DIR)
+
+
+def describe_model(folder: Path) -> str:
+    """A short label for a model folder, from its JSON files alone (no Keras): for pickers and logs."""
+    folder = Path(folder)
+    try:
+        if (folder / ENSEMBLE_FILE).is_file():
+            names = [Path(m).name for m in json.loads((folder / ENSEMBLE_FILE).read_text(encoding="utf-8"))["members"]]
+            text = f"{folder.name}: ensemble of {' + '.join(names)}"
+        else:
+            cfg = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+            rnn = str(cfg.get("rnn", "lstm")).upper()
+            text = (f"{folder.name}: soft-attention {rnn} (shows where it looked)" if cfg.get("decoder") == "attention"
+                    else f"{folder.name}: merge decoder, {rnn}")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        text = folder.name  # a broken folder still gets listed; loading it reports the problem
+    return text + (" (default)" if folder.resolve() == DEFAULT_MODEL_DIR.resolve() else "")

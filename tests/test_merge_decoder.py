@@ -209,3 +209,19 @@ def test_fused_ensemble_step_equals_the_member_by_member_one():
             b = beam_search(plain, f, vocab.start_id, vocab.end_id, beam_width=width, max_words=7, n_best=width)
             assert [h.ids for h in a] == [h.ids for h in b]
             assert [h.log_prob for h in a] == pytest.approx([h.log_prob for h in b], abs=1e-4)
+
+
+def test_describe_model_labels_single_ensemble_and_broken_folders(tmp_path):
+    import json
+
+    from captioner.checkpoint import describe_model
+
+    model, vocab, cfg = _model("gru")
+    save_checkpoint(model, vocab, cfg, tmp_path / "solo")
+    assert describe_model(tmp_path / "solo") == "solo: merge decoder, GRU"
+    (tmp_path / "pair").mkdir()
+    (tmp_path / "pair" / "ensemble.json").write_text(json.dumps({"members": ["../solo", "../other"]}))
+    assert describe_model(tmp_path / "pair") == "pair: ensemble of solo + other"
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{oops")
+    assert describe_model(tmp_path / "broken") == "broken"
