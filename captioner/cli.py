@@ -329,7 +329,11 @@ def cmd_ensemble(args) -> int:
                               f"({TUNE_FILE}), so the ensemble's decoding cannot be tuned without touching dev")
     save_json({"members": [os.path.relpath(Path(m).resolve(), out.resolve()) for m in args.members]},
               out / ENSEMBLE_FILE)
-    checkpoint = load_checkpoint(out)  # checks the members can vote together
+    try:
+        checkpoint = load_checkpoint(out)  # checks the members can vote together
+    except CheckpointError:
+        (out / ENSEMBLE_FILE).unlink()  # no half-made ensemble left for the app's model picker to list
+        raise
     shutil.copy(Path(args.members[0]) / TUNE_FILE, out / TUNE_FILE)
     print(f"ensemble of {', '.join(m.folder.name for m in checkpoint.members)} written to {out}")
     if not args.no_eval:

@@ -148,6 +148,14 @@ def test_ensemble_command_writes_relative_members_and_refuses_different_held_out
     assert main(["ensemble", str(models / "lstm"), str(models / "gru"), "--out", str(tmp_path / "x"),
                  "--no-eval"]) != 0
     assert "same held-out training images" in capsys.readouterr().err
+    (models / "gru" / "tune_images.txt").write_text("1.jpg\n2.jpg\n")
+    _, _, cfg = _model("gru", 2)
+    bad_vocab = Vocabulary.fit(["other words entirely"], min_count=1)
+    save_checkpoint(build_merge_model(len(bad_vocab), cfg), bad_vocab, cfg, models / "gru")
+    assert main(["ensemble", str(models / "lstm"), str(models / "gru"), "--out", str(tmp_path / "y"),
+                 "--no-eval"]) == 2
+    assert "different vocabularies" in capsys.readouterr().err
+    assert not (tmp_path / "y" / "ensemble.json").exists()
 
 
 def test_ensemble_card_names_members_decoding_rule_and_results(tmp_path):
