@@ -236,3 +236,9 @@ def test_ensemble_averages_probabilities_and_beam_search_runs_over_it():
     assert [c.ids for c in captions] == [[B], [A]]
     with pytest.raises(ValueError):
         EnsembleStepper([TableModel([first])])
+    # A word both members rule out (probability 0) stays impossible, without NaNs.
+    ruled_out = np.zeros((V, V))
+    ruled_out[:, END] = 1.0
+    both = EnsembleStepper([TableModel([ruled_out]), TableModel([ruled_out])])
+    log_probs, _ = both.step(np.array([START]), both.initial_state(np.zeros((1, 1))))
+    assert not np.isnan(log_probs).any() and log_probs[0, A] == -np.inf and log_probs[0, END] == pytest.approx(0.0)

@@ -69,7 +69,8 @@ class EnsembleStepper:
         outputs = [m.step(words, s) for m, s in zip(self.members, state)]
         stacked = np.stack([np.asarray(lp, np.float64) for lp, _ in outputs])  # (K, B, V)
         peak = stacked.max(axis=0)
-        with np.errstate(divide="ignore"):  # a word every member rules out stays at -inf
+        peak = np.where(np.isfinite(peak), peak, 0.0)  # a word every member rules out: no -inf - -inf
+        with np.errstate(divide="ignore"):  # ... and it stays at -inf
             mean = peak + np.log(np.exp(stacked - peak).mean(axis=0))
         return mean.astype(np.float32), tuple(s for _, s in outputs)
 
