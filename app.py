@@ -48,8 +48,9 @@ def sidebar() -> dict:
     models = available_models()
     model_dir = None
     if models:
-        model_dir = st.sidebar.selectbox("Model", models, format_func=describe_model,
+        model_dir = st.sidebar.selectbox("Model", models, format_func=lambda p: p.name,
                                          help="Checkpoint folders found in models/; their model cards compare them")
+        st.sidebar.caption(describe_model(model_dir))
     mode = st.sidebar.radio("Decoding", ["Beam search", "Greedy"], horizontal=True,
                             help="Beam search keeps several candidate captions and usually reads better.")
     beam_width = 1 if mode == "Greedy" else st.sidebar.slider("Beam width", 1, 10, 3)

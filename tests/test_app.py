@@ -35,7 +35,11 @@ def _captions(at) -> list[str]:
 
 
 def test_upload_caption_and_speak(library_captioner):
+    from captioner.checkpoint import DEFAULT_MODEL_DIR, describe_model
+
     at = _app()
+    assert at.sidebar.selectbox[0].value == DEFAULT_MODEL_DIR  # the default model is preselected
+    assert describe_model(DEFAULT_MODEL_DIR) in [c.value for c in at.sidebar.caption]  # and described
     data = (ASSETS / "cat.jpg").read_bytes()
     at.file_uploader[0].set_value(("cat.jpg", data, "image/jpeg")).run()
     _describe(at)
