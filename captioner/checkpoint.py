@@ -148,13 +148,12 @@ def describe_model(folder: Path) -> str:
     folder = Path(folder)
     try:
         if (folder / ENSEMBLE_FILE).is_file():
-            names = [Path(m).name for m in json.loads((folder / ENSEMBLE_FILE).read_text(encoding="utf-8"))["members"]]
-            text = f"{folder.name}: ensemble of {' + '.join(names)}"
+            text = f"{folder.name}: ensemble of {' + '.join(m.name for m in ensemble_members(folder))}"
         else:
             cfg = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
             rnn = str(cfg.get("rnn", "lstm")).upper()
             text = (f"{folder.name}: soft-attention {rnn} (shows where it looked)" if cfg.get("decoder") == "attention"
                     else f"{folder.name}: merge decoder, {rnn}")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (CheckpointError, OSError, ValueError, KeyError, TypeError, AttributeError):
         text = folder.name  # a broken folder still gets listed; loading it reports the problem
     return text + (" (default)" if folder.resolve() == DEFAULT_MODEL_DIR.resolve() else "")

@@ -149,7 +149,6 @@ def tune_length_alpha(captioner, dataset: CaptionDataset, names_file: Path, beam
     best = max(ALPHA_GRID, key=lambda a: balanced[str(a)])
     return {"length_alpha": best, "rule": "balanced: mean share of the sweep's best BLEU-1, BLEU-4, METEOR, CIDEr",
             "balanced_score": balanced, "sweep": sweep, "beam_width": beam_width,
-            "sweep_cider": {k: v["CIDEr"] for k, v in sweep.items()},
             "selected_on": f"{result.settings['n_images']} training images held out from training"}
 
 

@@ -9,6 +9,35 @@ from .config import TrainConfig, save_json
 METRIC_ORDER = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "CIDEr", "METEOR", "ROUGE-L")
 
 
+LIMITS = """## Limits
+Trained on 6k Flickr photos of people and dogs outdoors: captions of other scenes are often generic or
+wrong, and the model repeats dataset biases (gender words, "a man" by default). Do not rely on it where a
+wrong description could harm someone.
+"""
+
+
+def _read_decoding(folder: Path) -> dict:
+    """The folder's ``decoding.json`` (how beam search was tuned), or {} when it has none."""
+    import json
+
+    path = Path(folder) / "decoding.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _results_rows(evaluations: list[dict]) -> list[str]:
+    """The dev results as markdown table lines, one row per evaluation."""
+    header = "| evaluation | images | " + " | ".join(METRIC_ORDER) + " |"
+    return [header, "|" + "---|" * (len(METRIC_ORDER) + 2)] + [
+        _row(e["label"], e["metrics"], e["settings"]["n_images"]) for e in evaluations]
+
+
+def _decoding_paragraph(decoding: dict, block_note: str = "") -> str:
+    """The metric tools and how the length exponent was chosen, with its held-out sweep."""
+    return f"""Metric tools: BLEU with nltk `corpus_bleu` over all five references; CIDEr (CIDEr-D), METEOR 1.5 and
+ROUGE-L with pycocoevalcap. Beam search ranks captions by log-probability / length^alpha with
+alpha = {decoding.get('length_alpha', 0.7)}, {decoding.get('selected_on', 'the default')}{_alpha_rule(decoding)}.{block_note}{_sweep_table(decoding)}"""
+
+
 def _row(label: str, metrics: dict, n_images: int) -> str:
     cells = [("n/a" if metrics.get(m) is None else f"{metrics[m]:.3f}") for m in METRIC_ORDER]
     return f"| {label} | {n_images} | " + " | ".join(cells) + " |"
@@ -16,16 +45,11 @@ def _row(label: str, metrics: dict, n_images: int) -> str:
 
 def write_model_card(folder: Path, cfg: TrainConfig, training: dict, evaluations: list[dict]) -> None:
     """``evaluations``: dicts with ``label``, ``metrics`` and ``settings`` (as in EvalResult)."""
-    import json
-
     folder = Path(folder)
-    decoding_file = folder / "decoding.json"
-    decoding = json.loads(decoding_file.read_text()) if decoding_file.is_file() else {}
+    decoding = _read_decoding(folder)
     save_json({"evaluations": evaluations, "training": training}, folder / "metrics.json")
     size_mb = (folder / "decoder.keras").stat().st_size / 2**20
-    header = "| evaluation | images | " + " | ".join(METRIC_ORDER) + " |"
-    rows = [header, "|" + "---|" * (len(METRIC_ORDER) + 2)]
-    rows += [_row(e["label"], e["metrics"], e["settings"]["n_images"]) for e in evaluations]
+    rows = _results_rows(evaluations)
     settings = "\n".join(f"| `{k}` | {v} |" for k, v in cfg.to_json().items())
     if cfg.decoder == "attention":
         g = cfg.attention_grid
@@ -74,9 +98,7 @@ def write_model_card(folder: Path, cfg: TrainConfig, training: dict, evaluations
 - Vocabulary: {training['vocab_size']} words (seen at least {cfg.min_word_count} times in training captions).
 
 ## Results (dev split)
-Metric tools: BLEU with nltk `corpus_bleu` over all five references; CIDEr (CIDEr-D), METEOR 1.5 and
-ROUGE-L with pycocoevalcap. Beam search ranks captions by log-probability / length^alpha with
-alpha = {decoding.get('length_alpha', 0.7)}, {decoding.get('selected_on', 'the default')}{_alpha_rule(decoding)}.{block_note}{_sweep_table(decoding)}
+{_decoding_paragraph(decoding, block_note)}
 
 {chr(10).join(rows)}
 
@@ -93,11 +115,7 @@ Reproduce: `python -m captioner evaluate --split dev --model models/{folder.name
 |---|---|
 {settings}
 
-## Limits
-Trained on 6k Flickr photos of people and dogs outdoors: captions of other scenes are often generic or
-wrong, and the model repeats dataset biases (gender words, "a man" by default). Do not rely on it where a
-wrong description could harm someone.
-"""
+{LIMITS}"""
     (folder / "MODEL_CARD.md").write_text(card, encoding="utf-8")
 
 
@@ -128,8 +146,7 @@ def write_ensemble_card(folder: Path, checkpoint, evaluations: list[dict]) -> No
     import json
 
     folder = Path(folder)
-    decoding_file = folder / "decoding.json"
-    decoding = json.loads(decoding_file.read_text()) if decoding_file.is_file() else {}
+    decoding = _read_decoding(folder)
     members = []
     for m in checkpoint.members:
         training_file = m.folder / "training.json"
@@ -138,9 +155,7 @@ def write_ensemble_card(folder: Path, checkpoint, evaluations: list[dict]) -> No
                         "parameters": training.get("parameters"), "train_seconds": training.get("train_seconds"),
                         "size_mb": round((m.folder / "decoder.keras").stat().st_size / 2**20, 1)})
     save_json({"evaluations": evaluations, "members": members}, folder / "metrics.json")
-    header = "| evaluation | images | " + " | ".join(METRIC_ORDER) + " |"
-    rows = [header, "|" + "---|" * (len(METRIC_ORDER) + 2)]
-    rows += [_row(e["label"], e["metrics"], e["settings"]["n_images"]) for e in evaluations]
+    rows = _results_rows(evaluations)
     member_rows = "\n".join(
         f"| [`{m['folder']}`](../{m['folder']}/MODEL_CARD.md) | {m['decoder']} {m['rnn'].upper()} | "
         f"{m['parameters'] or 0:,} | {m['size_mb']} MB | {(m['train_seconds'] or 0) / 60:.1f} min |" for m in members)
@@ -162,9 +177,7 @@ all members share (`tune_images.txt`); the official test split was never seen. F
 **dev** (1,000 images, 5 references each).
 
 ## Results (dev split)
-Metric tools: BLEU with nltk `corpus_bleu` over all five references; CIDEr (CIDEr-D), METEOR 1.5 and
-ROUGE-L with pycocoevalcap. Beam search ranks captions by log-probability / length^alpha with
-alpha = {decoding.get('length_alpha', 0.7)}, {decoding.get('selected_on', 'the default')}{_alpha_rule(decoding)}.{_sweep_table(decoding)}
+{_decoding_paragraph(decoding)}
 
 {chr(10).join(rows)}
 
@@ -175,9 +188,5 @@ build the folder (and this card): `python -m captioner ensemble {member_args} --
 Decoding runs every member at each step, so it costs about {len(members)}x a single decoder's steps; the
 Xception encoder, which dominates the time per caption, runs once.
 
-## Limits
-Trained on 6k Flickr photos of people and dogs outdoors: captions of other scenes are often generic or
-wrong, and the model repeats dataset biases (gender words, "a man" by default). Do not rely on it where a
-wrong description could harm someone.
-"""
+{LIMITS}"""
     (folder / "MODEL_CARD.md").write_text(card, encoding="utf-8")
