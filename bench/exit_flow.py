@@ -108,22 +108,24 @@ def cache_middle_flow(base, dataset, names: list[str], folder: Path, batch: int 
     return np.load(path, mmap_mode="r")
 
 
-def beam3_sweep(exit_flow, decoders, acts, row, names, dataset, vocab, alphas) -> dict:
-    """Beam-3 metrics of the decoders' ensemble (or the single decoder) on ``names`` per length exponent,
-    and the exponent the balanced rule picks among them."""
-    from captioner.decoders import EnsembleStepper, make_stepper
-    from captioner.decoding import SuppressWords, decode_batch
+def beam3_sweep(exit_flow, checkpoints, decoders, acts, row, names, dataset, alphas) -> dict:
+    """Beam-3 metrics on ``names`` per length exponent of the ``decoders`` (the ``checkpoints``' models,
+    possibly fine-tuned) voting as the app would run them, and the exponent the balanced rule picks."""
+    from dataclasses import replace
+
+    from captioner import Captioner
+    from captioner.config import DecodeConfig
     from captioner.evaluate import BALANCED_METRICS, balanced_scores, caption_metrics
 
+    members = [replace(c, model=d) for c, d in zip(checkpoints, decoders)]
+    captioner = Captioner(None, members[0] if len(members) == 1 else replace(members[0], members=members))
     feats = pooled(exit_flow, acts, [row[n] for n in names])
-    steppers = [make_stepper(d) for d in decoders]
-    stepper = SuppressWords(steppers[0] if len(steppers) == 1 else EnsembleStepper(steppers), [vocab.unk_id])
     sweep = {}
     for alpha in alphas:
         predictions = {}
         for i in range(0, len(names), 64):
-            hyps = decode_batch(stepper, feats[i:i + 64], vocab.start_id, vocab.end_id, 3, 30, alpha, 1, 3)
-            predictions.update({n: vocab.decode(h[0].ids) for n, h in zip(names[i:i + 64], hyps)})
+            captions = captioner.caption_features(feats[i:i + 64], DecodeConfig(beam_width=3, length_alpha=alpha))
+            predictions.update({n: caps[0].text for n, caps in zip(names[i:i + 64], captions)})
         metrics, _ = caption_metrics({n: dataset.captions[n] for n in predictions}, predictions)
         sweep[str(alpha)] = {m: round(metrics[m], 4) for m in BALANCED_METRICS}
     balanced = balanced_scores(sweep)
@@ -191,12 +193,12 @@ def main(argv=None) -> int:
     exit_flow = build_exit_flow(base)
     decoders = [c.model for c in checkpoints]
     alphas = [float(a) for a in args.alphas.split(",")]
-    frozen = beam3_sweep(exit_flow, decoders, acts, row, tune_names, dataset, vocab, alphas)
+    frozen = beam3_sweep(exit_flow, checkpoints, decoders, acts, row, tune_names, dataset, alphas)
     print(f"frozen Xception, held-out beam 3: {frozen['at_alpha']} (exponent {frozen['alpha']})", flush=True)
     dev_names, dev = dataset.split_names("dev"), {}
     if args.dev:  # scored now, before training changes the shared layers (and, jointly, the decoders)
-        dev["frozen"] = beam3_sweep(exit_flow, decoders, acts, row, dev_names, dataset, vocab, [frozen["alpha"]])
-        dev["frozen"] = dev["frozen"]["at_alpha"]
+        dev["frozen"] = beam3_sweep(exit_flow, checkpoints, decoders, acts, row, dev_names, dataset,
+                                    [frozen["alpha"]])["at_alpha"]
         print(f"frozen: dev beam 3 {dev['frozen']} (exponent {frozen['alpha']})", flush=True)
 
     history = []
@@ -210,7 +212,7 @@ def main(argv=None) -> int:
         cnn_vars = exit_flow.trainable_variables
         decoder_vars = [v for d in decoders for v in d.trainable_variables] if args.decoder_lr > 0 else []
         cnn_opt = keras.optimizers.Adam(args.cnn_lr, clipnorm=5.0)
-        decoder_opt = keras.optimizers.Adam(args.decoder_lr or 1e-4, clipnorm=5.0)
+        decoder_opt = keras.optimizers.Adam(args.decoder_lr, clipnorm=5.0) if decoder_vars else None
 
         @tf.function(reduce_retracing=True)
         def train_step(middle, words, targets, mask):
@@ -265,11 +267,11 @@ def main(argv=None) -> int:
                     break
     exit_flow.load_weights(out / "exit_flow.weights.h5")
     decoders = [keras.models.load_model(out / f"{Path(f).name}.keras", compile=False) for f in args.models]
-    tuned = beam3_sweep(exit_flow, decoders, acts, row, tune_names, dataset, vocab, alphas)
+    tuned = beam3_sweep(exit_flow, checkpoints, decoders, acts, row, tune_names, dataset, alphas)
     print(f"fine-tuned exit flow, held-out beam 3: {tuned['at_alpha']} (exponent {tuned['alpha']})", flush=True)
     if args.dev:
-        dev["fine_tuned"] = beam3_sweep(exit_flow, decoders, acts, row, dev_names, dataset, vocab, [tuned["alpha"]])
-        dev["fine_tuned"] = dev["fine_tuned"]["at_alpha"]
+        dev["fine_tuned"] = beam3_sweep(exit_flow, checkpoints, decoders, acts, row, dev_names, dataset,
+                                        [tuned["alpha"]])["at_alpha"]
         print(f"fine-tuned: dev beam 3 {dev['fine_tuned']} (exponent {tuned['alpha']})", flush=True)
     settings = {k: v for k, v in vars(args).items() if k not in ("json", "data", "cache")}
     settings["models"] = [_relative(m) for m in args.models]
