@@ -10,12 +10,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import streamlit as st  # noqa: E402
 
-from captioner import Captioner, CaptionResult  # noqa: E402
-from captioner.checkpoint import CheckpointError, available_models, describe_model  # noqa: E402
-from captioner.heatmap import word_overlays  # noqa: E402
-from captioner.images import load_image  # noqa: E402
-from captioner.speech import LANGUAGES, SpeechError, speak  # noqa: E402
-from captioner.weights import WeightsError  # noqa: E402
+from captioner import Captioner, CaptionResult, DecodeConfig  # noqa: E402
+from captioner.serving.model_folder import CheckpointError, available_models, describe_model  # noqa: E402
+from captioner.serving.heatmap import word_overlays  # noqa: E402
+from captioner.serving.speech import LANGUAGES, SpeechError, speak  # noqa: E402
+from captioner.serving.weights import WeightsError  # noqa: E402
 
 ASSETS = Path(__file__).parent / "assets"
 SAMPLES = sorted(ASSETS.glob("*.jpg"))
@@ -63,8 +62,9 @@ def sidebar() -> dict:
                               format_func={"auto": "Automatic", "gtts": "Online (gTTS)",
                                            "espeak": "Offline (espeak-ng)"}.get,
                               help="Automatic tries Google's online voice and falls back to the offline one.")
-    return dict(model_dir=model_dir, beam_width=int(beam_width), n_best=int(n_best), max_words=int(max_words),
-                lang=lang, engine=engine)
+    # length_alpha is left out: each model's own tuned exponent fills it in (Captioner.default_decode)
+    return dict(model_dir=model_dir, decode=dict(beam_width=int(beam_width), n_best=int(n_best),
+                                                 max_words=int(max_words)), lang=lang, engine=engine)
 
 
 def gather_images() -> list[tuple[str, bytes]]:
@@ -96,23 +96,21 @@ def gather_images() -> list[tuple[str, bytes]]:
 def caption_images(captioner: Captioner, images: list[tuple[str, bytes]], settings: dict) -> list[dict]:
     start = time.perf_counter()
     attention = settings.get("attention", False)
+    decode: DecodeConfig = captioner.default_decode(**settings["decode"])
     results: list[CaptionResult] = captioner.caption(
-        [data for _, data in images], beam_width=settings["beam_width"], n_best=settings["n_best"],
-        max_words=settings["max_words"], names=[name for name, _ in images], keep_features=attention)
+        [data for _, data in images], decode, names=[name for name, _ in images], keep_attention=attention,
+        keep_thumbnail=True)
     shown = []
-    for (name, data), result in zip(images, results):
+    for (name, _), result in zip(images, results):
         thumbnail, heatmaps = None, []
         if result.ok:
-            img = load_image(data, name)
-            if attention:
-                words = result.captions[0].text.split()
-                maps = captioner.attention_maps(result.features, result.captions[0])
-                heatmaps = list(zip(words, word_overlays(img, maps, words)))
-                result.features = None  # not needed any more; keep the session small
-            img.thumbnail((640, 640))
+            if attention:  # the maps recorded while the caption's own words were chosen
+                best = result.captions[0]
+                words = best.text.split()
+                heatmaps = list(zip(words, word_overlays(result.thumbnail, captioner.attention_maps(best), words)))
             buf = io.BytesIO()
-            img.save(buf, format="JPEG", quality=85)
-            thumbnail = buf.getvalue()
+            result.thumbnail.save(buf, format="JPEG", quality=85)
+            thumbnail, result.thumbnail = buf.getvalue(), None  # keep the session small
         shown.append({"name": name, "result": result, "thumbnail": thumbnail, "heatmaps": heatmaps})
     st.session_state.elapsed = time.perf_counter() - start
     return shown

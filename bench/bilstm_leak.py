@@ -68,11 +68,11 @@ def main(argv=None) -> int:
     from pycocoevalcap.cider.cider import Cider
 
     from captioner.config import TrainConfig
-    from captioner.data import load_dataset
-    from captioner.encoder import XceptionEncoder
-    from captioner.features import extract_features
-    from captioner.train import encode_captions, hold_out, make_dataset, make_loss
-    from captioner.vocab import Vocabulary
+    from captioner.pipeline.data import load_dataset
+    from captioner.serving.encoder import XceptionEncoder
+    from captioner.pipeline.features import extract_features
+    from captioner.pipeline.train import encode_captions, hold_out, make_dataset, make_loss
+    from captioner.serving.vocab import Vocabulary
 
     ref_cfg = TrainConfig.from_json(json.loads((Path(args.reference) / "config.json").read_text()))
     ref_training = json.loads((Path(args.reference) / "training.json").read_text())

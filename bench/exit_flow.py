@@ -41,7 +41,7 @@ EXIT_BLOCK14 = ("block14_sepconv1", "block14_sepconv1_bn", "block14_sepconv1_act
 
 def load_xception():
     """The ImageNet Xception-notop the encoder uses (verified weights, offline), and their digest."""
-    from captioner.weights import build_xception, ensure_weights
+    from captioner.serving.weights import build_xception, ensure_weights
 
     path, digest = ensure_weights()
     base = build_xception()
@@ -82,7 +82,7 @@ def cache_middle_flow(base, dataset, names: list[str], folder: Path, batch: int 
     import keras
     import tensorflow as tf
 
-    from captioner.images import load_and_preprocess
+    from captioner.serving.images import load_and_preprocess
 
     folder.mkdir(parents=True, exist_ok=True)
     path, names_path = folder / "middle.npy", folder / "names.txt"
@@ -115,7 +115,7 @@ def beam3_sweep(exit_flow, checkpoints, decoders, acts, row, names, dataset, alp
 
     from captioner import Captioner
     from captioner.config import DecodeConfig
-    from captioner.evaluate import BALANCED_METRICS, balanced_scores, caption_metrics
+    from captioner.pipeline.evaluate import BALANCED_METRICS, balanced_scores, caption_metrics
 
     members = [replace(c, model=d) for c, d in zip(checkpoints, decoders)]
     captioner = Captioner(None, members[0] if len(members) == 1 else replace(members[0], members=members))
@@ -169,10 +169,10 @@ def main(argv=None) -> int:
     import keras
     import tensorflow as tf
 
-    from captioner.checkpoint import load_checkpoint
-    from captioner.data import load_dataset
-    from captioner.train import TUNE_FILE, encode_captions, make_loss, tune_cider
-    from captioner.weights import cache_dir
+    from captioner.serving.model_folder import load_checkpoint
+    from captioner.pipeline.data import load_dataset
+    from captioner.pipeline.train import TUNE_FILE, encode_captions, make_loss, tune_cider
+    from captioner.serving.weights import cache_dir
 
     keras.utils.set_random_seed(args.seed)
     out = Path(args.out)

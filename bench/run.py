@@ -40,8 +40,8 @@ def timed(fn, repeat: int = 3):
 class Bench:
     def __init__(self, n_images: int, model: Path | None = None):
         from captioner import Captioner
-        from captioner.data import load_dataset
-        from captioner.images import load_and_preprocess
+        from captioner.pipeline.data import load_dataset
+        from captioner.serving.images import load_and_preprocess
 
         self.captioner = Captioner.load(model, allow_download=False)
         self.dataset = load_dataset()
@@ -52,22 +52,21 @@ class Bench:
         self.figures: dict[str, dict] = {}
 
     def decode(self, stepper, feats, width):
-        from captioner.decoding import beam_search, greedy_decode
+        """Best caption ids per row of ``feats``, decoded as the app decodes (the model's DecodeConfig)."""
+        from captioner.serving.decoding import decode_with
 
-        if width == 1:
-            return [h.ids for h in greedy_decode(stepper, feats, self.vocab.start_id, self.vocab.end_id)]
-        return [beam_search(stepper, f, self.vocab.start_id, self.vocab.end_id, beam_width=width)[0].ids
-                for f in feats]
+        decode = self.captioner.default_decode(beam_width=width)
+        return [hyps[0].ids for hyps in decode_with(stepper, feats, self.vocab, decode)]
 
     def a_reference(self, n: int = 5):
         """Predict-per-word reference vs our compiled steps, greedy and beam 5 (decoding only)."""
         sys.path.insert(0, str(ROOT / "bench"))
         from reference import PredictPerWordStepper
 
-        from captioner.decoders import make_stepper
+        from captioner.serving.decoders import make_stepper
 
-        model = self.captioner.checkpoint.model  # an ensemble's first member: the same decoder on both sides
-        ref, ours = PredictPerWordStepper(model), make_stepper(model)
+        checkpoint = self.captioner.checkpoint  # an ensemble's first member: the same decoder on both sides
+        ref, ours = PredictPerWordStepper(checkpoint.model), make_stepper(checkpoint.model, checkpoint.config.decoder)
         feats = self.features[:n]
         out = {}
         for width in (1, 5):
@@ -109,7 +108,6 @@ class Bench:
 
     def d_throughput(self):
         """Images per second (encoder + beam 3) for batches of 1, 8 and 32."""
-        from captioner.config import DecodeConfig
 
         out = {}
         for batch in (1, 8, 32):
@@ -118,7 +116,7 @@ class Bench:
             def run():
                 for i in range(0, len(pixels), batch):
                     feats = self.captioner.encode(pixels[i:i + batch])
-                    self.captioner.caption_features(feats, DecodeConfig(beam_width=3))
+                    self.captioner.caption_features(feats, self.captioner.default_decode(beam_width=3))
 
             t, _ = timed(run, repeat=1)
             out[f"batch_{batch}_images_per_s"] = len(pixels) / t
@@ -131,9 +129,9 @@ class Bench:
         import keras
 
         from captioner.config import TrainConfig
-        from captioner.decoders import build_merge_model
-        from captioner.images import load_and_preprocess
-        from captioner.train import encode_captions, make_dataset
+        from captioner.serving.decoders.merge import build_model as build_merge_model
+        from captioner.serving.images import load_and_preprocess
+        from captioner.pipeline.train import encode_captions, make_dataset
 
         cfg = TrainConfig.from_json(self.captioner.checkpoint.config.to_json())
         names = self.dataset.split_names("train")[:n_images]
@@ -177,9 +175,8 @@ class Bench:
 
     def g_encoder_precision(self):
         """bfloat16 encoder vs float32: speed, feature cosine, and identical captions on these images."""
-        from captioner.config import DecodeConfig
-        from captioner.encoder import XceptionEncoder, bf16_supported
-        from captioner.weights import ensure_weights
+        from captioner.serving.encoder import XceptionEncoder, bf16_supported
+        from captioner.serving.weights import ensure_weights
 
         if not bf16_supported():
             self.figures["g"] = {"skipped": "this CPU has no native bfloat16 (avx512_bf16 / amx_bf16)"}
@@ -192,8 +189,8 @@ class Bench:
         t16, f16 = timed(lambda: fast.encode(pixels, spatial=spatial), repeat=1)
         a, b = f32.reshape(len(f32), -1), f16.reshape(len(f16), -1)
         cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-        c32 = [c[0].text for c in self.captioner.caption_features(f32, DecodeConfig(beam_width=3))]
-        c16 = [c[0].text for c in self.captioner.caption_features(f16, DecodeConfig(beam_width=3))]
+        c32 = [c[0].text for c in self.captioner.caption_features(f32, self.captioner.default_decode(beam_width=3))]
+        c16 = [c[0].text for c in self.captioner.caption_features(f16, self.captioner.default_decode(beam_width=3))]
         out = {"images": len(pixels), "float32_s_per_image": t32 / len(pixels), "bf16_s_per_image": t16 / len(pixels),
                "speedup": t32 / t16, "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()),
                "identical_captions": float(np.mean([a == b for a, b in zip(c32, c16)]))}

@@ -35,13 +35,13 @@ def main() -> int:
     import keras
 
     from captioner.config import TrainConfig
-    from captioner.data import load_dataset
-    from captioner.decoders import build_merge_model
-    from captioner.encoder import XceptionEncoder
-    from captioner.features import extract_features
-    from captioner.images import load_and_preprocess
-    from captioner.train import encode_captions, make_dataset
-    from captioner.vocab import Vocabulary
+    from captioner.pipeline.data import load_dataset
+    from captioner.serving.decoders.merge import build_model as build_merge_model
+    from captioner.serving.encoder import XceptionEncoder
+    from captioner.pipeline.features import extract_features
+    from captioner.serving.images import load_and_preprocess
+    from captioner.pipeline.train import encode_captions, make_dataset
+    from captioner.serving.vocab import Vocabulary
 
     dataset = load_dataset()
     encoder = XceptionEncoder.load(allow_download=False)

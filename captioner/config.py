@@ -19,7 +19,7 @@ GRID_SIZE = 10  # Xception-notop's spatial output is GRID_SIZE x GRID_SIZE regio
 class TrainConfig:
     """Hyper-parameters of one training run (saved as ``config.json`` beside the checkpoint)."""
 
-    decoder: str = "merge"  # "merge" = pooled features added to the RNN output; "attention" = soft attention over regions
+    decoder: str = "merge"  # a family in serving/decoders/registry.py: "merge" = pooled features added to the RNN output; "attention" = soft attention over regions
     rnn: str = "lstm"  # "lstm" or "gru"
     embedding_dim: int = 256  # word-embedding width
     embedding_init: str = "random"  # "random" or "word2vec" (skip-gram vectors learned from the training captions; still trained)
@@ -55,14 +55,15 @@ class TrainConfig:
         """Raise ValueError with a specific message for settings that cannot work."""
         if self.rnn not in ("lstm", "gru"):
             raise ValueError(f"rnn must be 'lstm' or 'gru', not {self.rnn!r}")
-        if self.decoder not in ("merge", "attention"):
-            raise ValueError(f"unknown decoder {self.decoder!r}; available: 'merge', 'attention'")
+        from .serving.decoders.registry import family
+
+        decoder = family(self.decoder)  # ValueError naming the known families
         if self.embedding_init not in ("random", "word2vec"):
             raise ValueError(f"embedding_init must be 'random' or 'word2vec', not {self.embedding_init!r}")
         if not 0.0 <= self.augment <= 1.0:
             raise ValueError(f"augment must be a probability in [0, 1], not {self.augment}")
-        if self.augment and self.decoder != "merge":
-            raise ValueError("augment is implemented for the merge decoder (pooled features) only")
+        if self.augment and decoder.feature_kind != "pooled":
+            raise ValueError("augment is implemented for decoders that read pooled features (merge) only")
         if self.select_on not in ("tune_cider", "dev_loss"):
             raise ValueError(f"select_on must be 'tune_cider' or 'dev_loss', not {self.select_on!r}")
         if self.attention_grid not in (1, 2, 5, 10):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "assets"
+sys.path.insert(0, str(ROOT / "tools"))  # browser sessions, the hostile-file corpus, the load test
 
 
 @pytest.fixture
@@ -30,7 +32,7 @@ def make_image(tmp_path):
 @pytest.fixture(scope="session")
 def xception_weights():
     """The real, verified Xception weights (obtained by `make test` before pytest runs)."""
-    from captioner.weights import WeightsError, ensure_weights
+    from captioner.serving.weights import WeightsError, ensure_weights
 
     try:
         return ensure_weights(allow_download=False)

@@ -5,15 +5,15 @@ import json
 import sys
 from pathlib import Path
 
-from captioner.distributed import cluster_spec, distribution_strategy
+from captioner.pipeline.distributed import cluster_spec, distribution_strategy
 
 strategy = distribution_strategy()  # first: MultiWorkerMirroredStrategy must precede other TF work
 
 import numpy as np  # noqa: E402
 
 from captioner.config import TrainConfig  # noqa: E402
-from captioner.data import CaptionDataset  # noqa: E402
-from captioner.train import train  # noqa: E402
+from captioner.pipeline.data import CaptionDataset  # noqa: E402
+from captioner.pipeline.train import train  # noqa: E402
 
 rng = np.random.default_rng(0)  # the same synthetic data on both workers; tf.data shards it
 names = [f"{i}.jpg" for i in range(48)]

@@ -35,15 +35,15 @@ def _captions(at) -> list[str]:
 
 
 def test_upload_caption_and_speak(library_captioner):
-    from captioner.checkpoint import DEFAULT_MODEL_DIR, describe_model
+    from captioner.serving.model_folder import default_model_dir, describe_model
 
     at = _app()
-    assert at.sidebar.selectbox[0].value == DEFAULT_MODEL_DIR  # the default model is preselected
-    assert describe_model(DEFAULT_MODEL_DIR) in [c.value for c in at.sidebar.caption]  # and described
+    assert at.sidebar.selectbox[0].value == default_model_dir()  # the default model is preselected
+    assert describe_model(default_model_dir()) in [c.value for c in at.sidebar.caption]  # and described
     data = (ASSETS / "cat.jpg").read_bytes()
     at.file_uploader[0].set_value(("cat.jpg", data, "image/jpeg")).run()
     _describe(at)
-    [result] = library_captioner.caption([data], beam_width=3, n_best=3)
+    [result] = library_captioner.caption([data], library_captioner.default_decode(beam_width=3, n_best=3))
     assert _captions(at) == [result.captions[0].text]  # the page shows what the library computes
     assert any("Done: 1 of 1" in s.value for s in at.success)
     assert len(at.table) == 1  # alternatives with probabilities
@@ -61,7 +61,7 @@ def test_greedy_mode_and_several_files_with_a_bad_one(library_captioner):
     at.file_uploader[0].set_value([("notes.png", b"this is a text file, not a picture", "image/png"),
                                    ("astronaut.jpg", good, "image/jpeg")]).run()
     _describe(at)
-    [greedy] = library_captioner.caption([good], beam_width=1)
+    [greedy] = library_captioner.caption([good], library_captioner.default_decode(beam_width=1))
     assert _captions(at) == [greedy.captions[0].text]
     errors = [e.value for e in at.error]
     assert len(errors) == 1 and "notes.png" in errors[0] and "not a recognised image format" in errors[0]
@@ -95,10 +95,10 @@ def test_missing_weights_explain_the_fix(tmp_path, monkeypatch):
 
 
 def test_no_model_folder_explains_the_fix(monkeypatch):
-    import captioner.checkpoint
+    import captioner.serving.model_folder
     from streamlit.testing.v1 import AppTest
 
-    monkeypatch.setattr(captioner.checkpoint, "available_models", lambda root=None: [])
+    monkeypatch.setattr(captioner.serving.model_folder, "available_models", lambda root=None: [])
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
     at.run()
     assert not at.exception
@@ -112,18 +112,18 @@ def test_attention_model_shows_a_heatmap_per_word(tmp_path, monkeypatch):
     import keras
     from streamlit.testing.v1 import AppTest
 
-    import captioner.checkpoint
-    from captioner.checkpoint import save_checkpoint
+    import captioner.serving.model_folder
+    from captioner.serving.model_folder import save_checkpoint
     from captioner.config import TrainConfig
-    from captioner.decoders import build_attention_model
-    from captioner.vocab import Vocabulary
+    from captioner.serving.decoders import build_model
+    from captioner.serving.vocab import Vocabulary
 
     keras.utils.set_random_seed(0)
     vocab = Vocabulary.fit(["a dog runs on the grass", "a cat sits"], min_count=1)
     cfg = TrainConfig(decoder="attention", units=16, embedding_dim=8, attention_units=8)
     folder = tmp_path / "tiny-attention"
-    save_checkpoint(build_attention_model(len(vocab), cfg), vocab, cfg, folder)
-    monkeypatch.setattr(captioner.checkpoint, "available_models", lambda root=None: [folder])
+    save_checkpoint(build_model(len(vocab), cfg), vocab, cfg, folder)
+    monkeypatch.setattr(captioner.serving.model_folder, "available_models", lambda root=None: [folder])
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
     at.run()
     assert not at.exception, at.exception

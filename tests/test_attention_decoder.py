@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from captioner.checkpoint import load_checkpoint, save_checkpoint
+from captioner.serving.model_folder import load_checkpoint, save_checkpoint
 from captioner.config import TrainConfig
-from captioner.decoders import AttentionStepper, build_attention_model
-from captioner.decoding import beam_search, greedy_decode, sequence_log_prob
-from captioner.vocab import Vocabulary
+from captioner.serving.decoders.attention import Stepper as AttentionStepper, build_model as build_attention_model
+from captioner.serving.decoding import beam_search, greedy_decode, sequence_log_prob
+from captioner.serving.vocab import Vocabulary
 
 WORDS = ["a", "dog", "runs", "on", "the", "grass", "cat", "sits", "red", "ball"]
 CAPTIONS = ["a dog runs on the grass", "a cat sits", "the red ball", "a dog sits on the ball"]
@@ -100,7 +100,7 @@ def test_tiny_model_overfits_a_handful_of_captions():
     reproduces the caption of each (distinct) image."""
     import keras
 
-    from captioner.train import make_loss
+    from captioner.pipeline.train import make_loss
 
     model, vocab, _ = _model(seed=1)
     seqs, words = _padded(vocab, CAPTIONS)

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioner.augment import (Augmentation, apply_augmentation, augmentation_for, augmented_key,
+from captioner.pipeline.augment import (Augmentation, apply_augmentation, augmentation_for, augmented_key,
                                mirror_caption)
 from captioner.config import TrainConfig
-from captioner.data import CaptionDataset
-from captioner.train import AugmentedViews, encode_captions, make_dataset, train
-from captioner.vocab import Vocabulary
+from captioner.pipeline.data import CaptionDataset
+from captioner.pipeline.train import AugmentedViews, encode_captions, make_dataset, train
+from captioner.serving.vocab import Vocabulary
 
 
 def test_augmentation_is_fixed_by_name_and_seed_and_stays_in_range():
@@ -70,7 +70,7 @@ def test_mirrored_copies_swap_left_and_right_in_the_training_targets():
 
 def test_word2vec_initialised_training_starts_from_the_learned_vectors(tmp_path):
     pytest.importorskip("gensim")
-    from captioner.embeddings import word2vec_matrix
+    from captioner.pipeline.embeddings import word2vec_matrix
 
     captions = ["a dog runs on the grass", "a cat sits on the sofa", "the dog sits on the grass"] * 20
     vocab = Vocabulary.fit(captions, min_count=1)

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from captioner import Caption, CaptionResult
-from captioner.batch import caption_to_file, done_images, iter_images
-from captioner.images import ImageError, load_image
+from captioner import Caption, CaptionResult, DecodeConfig
+from captioner.serving.batch import caption_to_file, done_images, iter_images
+from captioner.serving.images import ImageError, load_image
 
 
 class FakeCaptioner:
@@ -16,9 +16,11 @@ class FakeCaptioner:
 
     def __init__(self):
         self.calls: list[int] = []
+        self.decodes: list[DecodeConfig | None] = []  # the decoding settings each call received
 
-    def caption(self, images, beam_width=3, n_best=1, max_words=30, names=None, length_alpha=0.7):
+    def caption(self, images, decode=None, names=None, **keep):
         self.calls.append(len(images))
+        self.decodes.append(decode)
         results = []
         for path in images:
             try:
@@ -72,3 +74,11 @@ def test_csv_output(photo_tree, tmp_path):
 def test_rejects_unknown_output_format(photo_tree, tmp_path):
     with pytest.raises(ValueError, match="must end in .jsonl or .csv"):
         caption_to_file(FakeCaptioner(), [photo_tree], tmp_path / "out.txt", progress=False)
+
+
+def test_every_decoding_setting_reaches_the_captioner(photo_tree, tmp_path):
+    """The whole DecodeConfig is handed to Captioner.caption, not a subset of its fields."""
+    captioner = FakeCaptioner()
+    decode = DecodeConfig(beam_width=4, n_best=2, max_words=12, length_alpha=1.3, block_ngram=0, allow_unk=True)
+    caption_to_file(captioner, [photo_tree], tmp_path / "out.jsonl", decode, batch_size=2, progress=False)
+    assert captioner.decodes and all(d == decode for d in captioner.decodes)

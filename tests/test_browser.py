@@ -18,7 +18,7 @@ def test_upload_caption_and_listen_in_chromium(server):
     from captioner import Captioner
 
     url, _ = server
-    expected = Captioner.load(allow_download=False).caption([ASSETS / "cat.jpg"], beam_width=3)[0].text
+    expected = Captioner.load(allow_download=False).caption([ASSETS / "cat.jpg"])[0].text
     driver = new_browser()
     try:
         shown = caption_in_browser(driver, url, ASSETS / "cat.jpg")

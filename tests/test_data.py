@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from captioner.data import DataError, clean_caption, load_dataset
+from captioner.pipeline.data import DataError, clean_caption, load_dataset
 
 
 def test_clean_caption_keeps_articles_and_drops_punctuation():

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from captioner.decoding import beam_search, decode_batch, greedy_decode, length_normalised, sequence_log_prob
+from captioner.serving.decoding import beam_search, decode_batch, greedy_decode, length_normalised, sequence_log_prob
 
 PAD, START, END, UNK, A, B, C = range(7)
 V = 7
@@ -145,7 +145,7 @@ def test_batched_greedy_matches_one_at_a_time():
 
 @pytest.mark.parametrize("width", [1, 2, 4])
 def test_batched_beam_search_matches_one_image_at_a_time(width):
-    from captioner.decoding import beam_search_batch
+    from captioner.serving.decoding import beam_search_batch
 
     rng = np.random.default_rng(11)
     tables = [random_table(rng) for _ in range(5)] + [GARDEN_PATH]
@@ -160,7 +160,7 @@ def test_batched_beam_search_matches_one_image_at_a_time(width):
 
 
 def test_repeated_ngram_words_finds_what_would_repeat():
-    from captioner.decoding import repeated_ngram_words
+    from captioner.serving.decoding import repeated_ngram_words
 
     # "a man in a man" + "in" would repeat the trigram "a man in"
     assert repeated_ngram_words([5, 6, 7, 5, 6], 3) == [7]
@@ -205,7 +205,7 @@ def test_blocking_stops_the_loop_in_greedy_and_beam():
 
 
 def test_suppressed_words_are_never_generated():
-    from captioner.decoding import SuppressWords
+    from captioner.serving.decoding import SuppressWords
 
     model = LoopingModel()  # prefers 4 after <start>
     plain = greedy_decode(model, np.zeros((1, 1)), START, END, max_words=6)[0]
@@ -218,7 +218,7 @@ def test_suppressed_words_are_never_generated():
 
 
 def test_ensemble_averages_probabilities_and_beam_search_runs_over_it():
-    from captioner.decoders.ensemble import EnsembleStepper
+    from captioner.serving.decoders.ensemble import EnsembleStepper
 
     # Member 1 prefers "a" (0.6), member 2 strongly prefers "b" (0.9): the mean picks "b" first.
     first = table({START: {A: 0.6, B: 0.4}, A: {END: 1.0}, B: {END: 1.0}})

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from captioner.distributed import cluster_spec, shard
+from captioner.pipeline.distributed import cluster_spec, shard
 from conftest import ROOT
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from captioner.evaluate import balanced_scores
+from captioner.pipeline.evaluate import balanced_scores
 
 
 def test_balanced_length_choice_prefers_near_best_on_every_metric():

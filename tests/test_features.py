@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from captioner.features import FeatureCache, content_key, extract_features
+from captioner.pipeline.features import FeatureCache, content_key, extract_features
 
 
 class CountingEncoder:

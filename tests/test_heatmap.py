@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioner.heatmap import overlay, word_overlays
+from captioner.serving.heatmap import overlay, word_overlays
 
 
 def test_overlay_is_brighter_where_the_model_looked():

@@ -50,7 +50,7 @@ def test_library_gives_a_caption_or_a_specific_error(corpus, captioner):
 def test_exif_rotated_photo_is_captioned_upright(corpus, captioner):
     from PIL import Image
 
-    from captioner.images import load_and_preprocess, preprocess_image
+    from captioner.serving.images import load_and_preprocess, preprocess_image
 
     folder, _ = corpus
     stored = Image.open(folder / "exif-rotated.jpg").convert("RGB")  # the sideways pixels, EXIF ignored

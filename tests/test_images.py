@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioner.images import ImageError, load_image, preprocess_image
+from captioner.serving.images import ImageError, load_image, preprocess_image
 
 
 def _bytes(img: Image.Image, fmt: str, **kw) -> bytes:

@@ -13,7 +13,7 @@ PEOPLE = {"man", "woman", "person", "people", "boy", "girl", "men", "women", "ch
 
 
 def _shipped_models() -> list[str]:
-    from captioner.checkpoint import available_models
+    from captioner.serving.model_folder import available_models
 
     return [p.name for p in available_models()]
 
@@ -27,7 +27,7 @@ def captioner(request, xception_weights):
 
 
 def test_shipped_model_captions_a_person_sensibly(captioner):
-    [result] = captioner.caption([ASSETS / "astronaut.jpg"], beam_width=3, n_best=3)
+    [result] = captioner.caption([ASSETS / "astronaut.jpg"], captioner.default_decode(beam_width=3, n_best=3))
     words = result.captions[0].text.split()
     assert 4 <= len(words) <= 30
     assert PEOPLE & set(words), result.captions[0].text
@@ -38,7 +38,7 @@ def test_shipped_model_captions_a_person_sensibly(captioner):
 
 def test_different_images_get_different_captions(captioner):
     """The classic preprocessing bug gives every image the same caption."""
-    results = captioner.caption(sorted(ASSETS.glob("*.jpg")), beam_width=3)
+    results = captioner.caption(sorted(ASSETS.glob("*.jpg")), captioner.default_decode(beam_width=3))
     texts = [r.text for r in results]
     assert all(r.ok for r in results) and len(set(texts)) >= 4, texts
 
@@ -47,8 +47,8 @@ def test_beam_one_equals_greedy_on_the_real_model(captioner):
     import numpy as np
 
     from captioner.config import DecodeConfig
-    from captioner.decoding import beam_search
-    from captioner.images import load_and_preprocess
+    from captioner.serving.decoding import beam_search
+    from captioner.serving.images import load_and_preprocess
 
     feats = captioner.encode(np.stack([load_and_preprocess(p) for p in sorted(ASSETS.glob("*.jpg"))]))
     greedy = captioner.caption_features(feats, DecodeConfig(beam_width=1, allow_unk=True))  # raw stepper below
@@ -88,10 +88,37 @@ def test_batched_beam_search_gives_the_same_captions_as_one_by_one(captioner):
     import numpy as np
 
     from captioner.config import DecodeConfig
-    from captioner.images import load_and_preprocess
+    from captioner.serving.images import load_and_preprocess
 
     feats = captioner.encode(np.stack([load_and_preprocess(p) for p in sorted(ASSETS.glob("*.jpg"))]))
     decode = DecodeConfig(beam_width=5, n_best=2)
     batched = captioner.caption_features(feats, decode)
     alone = [captioner.caption_features(feats[i:i + 1], decode)[0] for i in range(len(feats))]
     assert [[c.text for c in caps] for caps in batched] == [[c.text for c in caps] for caps in alone]
+
+
+def test_captions_keep_their_word_ids_and_a_thumbnail(captioner):
+    [result] = captioner.caption([ASSETS / "cat.jpg"], captioner.default_decode(beam_width=3, n_best=2),
+                                 keep_thumbnail=True)
+    for caption in result.captions:
+        assert caption.ids and captioner.vocab.decode(caption.ids) == caption.text
+    assert max(result.thumbnail.size) <= 640 and result.thumbnail.mode == "RGB"
+
+
+@pytest.mark.parametrize("beam_width", [1, 3])
+def test_attention_maps_come_from_the_decode_that_chose_the_words(xception_weights, beam_width):
+    """The maps recorded during greedy or beam search equal the ones a teacher-forced replay of the
+    chosen words gives: the heatmaps describe the caption the person reads."""
+    import numpy as np
+
+    from captioner import Captioner
+
+    captioner = Captioner.load(ROOT / "models" / "attention-lstm", allow_download=False)
+    [result] = captioner.caption([ASSETS / "astronaut.jpg"], captioner.default_decode(beam_width=beam_width),
+                                 keep_features=True, keep_attention=True)
+    best = result.captions[0]
+    maps = captioner.attention_maps(best)
+    assert maps.shape == (len(best.ids), 5, 5) == (len(best.text.split()), 5, 5)
+    np.testing.assert_allclose(maps.sum(axis=(1, 2)), 1.0, atol=1e-4)
+    replay = captioner.stepper.attention(result.features, best.ids, captioner.vocab.start_id)
+    np.testing.assert_allclose(maps, replay, atol=1e-5)

@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from captioner.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from captioner.serving.model_folder import CheckpointError, load_checkpoint, save_checkpoint
 from captioner.config import TrainConfig
-from captioner.decoders import MergeStepper, build_merge_model
-from captioner.decoding import beam_search, greedy_decode, sequence_log_prob
-from captioner.vocab import Vocabulary
+from captioner.serving.decoders.merge import Stepper as MergeStepper, build_model as build_merge_model
+from captioner.serving.decoding import beam_search, greedy_decode, sequence_log_prob
+from captioner.serving.vocab import Vocabulary
 
 WORDS = ["a", "dog", "runs", "on", "the", "grass", "cat", "sits"]
 
@@ -88,8 +88,9 @@ def test_ensemble_folder_loads_its_members_and_votes(tmp_path):
     probability, and refuses members that cannot vote together."""
     import json
 
-    from captioner.checkpoint import available_models
-    from captioner.decoders import EnsembleStepper, checkpoint_stepper
+    from captioner.serving.model_folder import available_models
+    from captioner.serving.decoders import checkpoint_stepper
+    from captioner.serving.decoders.ensemble import EnsembleStepper
 
     for name, rnn, seed in (("lstm", "lstm", 1), ("gru", "gru", 2)):
         model, vocab, cfg = _model(rnn, seed)
@@ -161,7 +162,7 @@ def test_ensemble_command_writes_relative_members_and_refuses_different_held_out
 def test_ensemble_card_names_members_decoding_rule_and_results(tmp_path):
     import json
 
-    from captioner.modelcard import write_ensemble_card
+    from captioner.pipeline.modelcard import write_ensemble_card
 
     for name, rnn, seed in (("lstm", "lstm", 1), ("gru", "gru", 2)):
         model, vocab, cfg = _model(rnn, seed)
@@ -188,7 +189,7 @@ def test_ensemble_card_names_members_decoding_rule_and_results(tmp_path):
 
 def test_fused_ensemble_step_equals_the_member_by_member_one():
     """Compiled members are fused into one TensorFlow step; it must match averaging them in NumPy."""
-    from captioner.decoders import EnsembleStepper
+    from captioner.serving.decoders.ensemble import EnsembleStepper
 
     models = [_model(rnn, seed)[0] for rnn, seed in (("lstm", 5), ("gru", 6))]
     _, vocab, _ = _model("lstm")
@@ -222,7 +223,7 @@ def test_fused_ensemble_step_equals_the_member_by_member_one():
 def test_describe_model_labels_single_ensemble_and_broken_folders(tmp_path):
     import json
 
-    from captioner.checkpoint import describe_model
+    from captioner.serving.model_folder import describe_model
 
     model, vocab, cfg = _model("gru")
     save_checkpoint(model, vocab, cfg, tmp_path / "solo")

@@ -5,9 +5,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from captioner.data import clean_caption, load_dataset
-from captioner.decoding import beam_search, greedy_decode
-from captioner.vocab import Vocabulary
+from captioner.pipeline.data import clean_caption, load_dataset
+from captioner.serving.decoding import beam_search, greedy_decode
+from captioner.serving.vocab import Vocabulary
 
 WORDS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=8)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from captioner.scst import CiderD, finetune, sample_decode
+from captioner.pipeline.scst import CiderD, finetune, sample_decode
 
 REFS = {
     "1": ["a dog runs on the grass", "a brown dog is running", "the dog plays outside"],
@@ -53,9 +53,9 @@ def test_finetune_keeps_the_best_held_out_weights(baseline):
     import keras
 
     from captioner.config import TrainConfig
-    from captioner.decoders import MergeStepper, build_merge_model
-    from captioner.train import tune_cider
-    from captioner.vocab import Vocabulary
+    from captioner.serving.decoders import MergeStepper, build_merge_model
+    from captioner.pipeline.train import tune_cider
+    from captioner.serving.vocab import Vocabulary
 
     keras.utils.set_random_seed(0)
     refs = [REFS[k] for k in sorted(REFS)] * 4

@@ -8,7 +8,7 @@ import wave
 import pytest
 from gtts.tts import gTTSError
 
-from captioner import speech
+from captioner.serving import speech
 
 
 @pytest.fixture(autouse=True)

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from captioner.checkpoint import load_checkpoint
+from captioner.serving.model_folder import load_checkpoint
 from captioner.config import TrainConfig
-from captioner.data import CaptionDataset
-from captioner.decoding import greedy_decode
-from captioner.decoders import make_stepper
-from captioner.train import average_weights, train
+from captioner.pipeline.data import CaptionDataset
+from captioner.serving.decoding import greedy_decode
+from captioner.serving.decoders import make_stepper
+from captioner.pipeline.train import average_weights, train
 
 WORDS = ["a", "dog", "cat", "runs", "sits", "on", "the", "grass", "sofa"]
 

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from captioner.data import load_dataset
-from captioner.vocab import SPECIAL_TOKENS, Vocabulary, VocabError
+from captioner.pipeline.data import load_dataset
+from captioner.serving.vocab import SPECIAL_TOKENS, Vocabulary, VocabError
 
 
 def test_fit_threshold_and_order():
@@ -49,7 +49,7 @@ def test_fit_on_training_captions_only(tmp_path, make_image):
     (tmp_path / "Flickr_8k.trainImages.txt").write_text("t.jpg\n")
     (tmp_path / "Flickr_8k.devImages.txt").write_text("d.jpg\n")
     ds = load_dataset(tmp_path)
-    from captioner.train import encode_captions
+    from captioner.pipeline.train import encode_captions
 
     vocab = Vocabulary.fit((c for n in ds.splits["train"] for c in ds.captions[n]), min_count=1)
     assert "dog" in vocab.index and "zebra" not in vocab.index
@@ -58,7 +58,7 @@ def test_fit_on_training_captions_only(tmp_path, make_image):
 
 
 def test_hold_out_is_seeded_disjoint_and_capped():
-    from captioner.train import hold_out
+    from captioner.pipeline.train import hold_out
 
     names = [f"{i}.jpg" for i in range(100)]
     kept, held = hold_out(names, 5, seed=1)

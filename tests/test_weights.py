@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from captioner import weights as W
+from captioner.serving import weights as W
 
 
 def test_real_weights_verify(xception_weights):

@@ -10,7 +10,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .vocab import Vocabulary
+from ..serving.vocab import Vocabulary
 
 
 def word2vec_matrix(training_captions: Iterable[str], vocab: Vocabulary, dim: int, seed: int = 42,

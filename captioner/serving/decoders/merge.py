@@ -4,17 +4,17 @@
     words (B, T) -> Embedding(V, E) -> Dropout -> LSTM|GRU(U) (B, T, U) -+-> Add -> Dropout
         -> Dense(U, relu) -> Dense(V) = next-word logits (B, T, V)
 
-Trained with full-sequence teacher forcing; ``MergeStepper`` runs the same layers one word at a time.
+Trained with full-sequence teacher forcing; ``Stepper`` runs the same layers one word at a time.
 """
 from __future__ import annotations
 
-from ..config import FEATURE_DIM, TrainConfig
+from ...config import FEATURE_DIM, TrainConfig
 from .stepping import CompiledStepper
 
 LAYER_NAMES = ("image_dense", "embedding", "rnn", "merge_dense", "logits")
 
 
-def build_merge_model(vocab_size: int, cfg: TrainConfig):
+def build_model(vocab_size: int, cfg: TrainConfig):
     """Keras model: inputs ``features`` (B, 2048) float, ``words`` (B, T) int (0 = pad) -> logits (B, T, V)."""
     import keras
     from keras import layers
@@ -35,13 +35,15 @@ def build_merge_model(vocab_size: int, cfg: TrainConfig):
     return keras.Model([features, words], logits, name=f"merge_{cfg.rnn}")
 
 
-class MergeStepper(CompiledStepper):
+class Stepper(CompiledStepper):
     """The decoding step interface over a trained merge model.
 
     State is a tuple of tensors with the batch first: ``(h, c, image)`` for LSTM, ``(h, image)`` for GRU.
     Both functions are compiled once with fixed signatures (any batch size), never ``model.predict``
     per word.
     """
+
+    feature_kind = "pooled"  # reads (B, 2048) pooled features
 
     def __init__(self, model):
         import keras

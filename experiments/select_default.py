@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from captioner.evaluate import BALANCED_METRICS, balanced_scores  # noqa: E402
+from captioner.pipeline.evaluate import BALANCED_METRICS, balanced_scores  # noqa: E402
 
 
 def main(folders: list[str]) -> int:

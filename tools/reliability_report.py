@@ -1,8 +1,8 @@
 """Regenerates docs/RELIABILITY.md: every hostile input and fault tried, with what happened, and the
 load test's figures.
 
-    .venv/bin/python tests/reliability_report.py            # everything (about 5 minutes)
-    .venv/bin/python tests/reliability_report.py --no-load  # skip the 8-browser load test
+    .venv/bin/python tools/reliability_report.py            # everything (about 5 minutes)
+    .venv/bin/python tools/reliability_report.py --no-load  # skip the 8-browser load test
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tools"))
 sys.path.insert(0, str(ROOT))
 
 from hostile_corpus import build_corpus  # noqa: E402
@@ -50,10 +50,10 @@ def inputs_table(captioner, folder: Path) -> list[str]:
 
 
 def faults_table(tmp: Path) -> list[str]:
-    from captioner import speech
-    from captioner.checkpoint import DEFAULT_MODEL_DIR, load_checkpoint
-    from captioner.vocab import Vocabulary
-    from captioner.weights import WEIGHTS_FILENAME, ensure_weights
+    from captioner.serving import speech
+    from captioner.serving.model_folder import default_model_dir, load_checkpoint
+    from captioner.serving.vocab import Vocabulary
+    from captioner.serving.weights import WEIGHTS_FILENAME, ensure_weights
 
     rows = ["| fault | what the user gets |", "|---|---|"]
 
@@ -66,11 +66,11 @@ def faults_table(tmp: Path) -> list[str]:
 
     attempt("model folder missing", lambda: load_checkpoint(tmp / "no-such-model"))
     broken = tmp / "broken-model"
-    shutil.copytree(DEFAULT_MODEL_DIR, broken)
+    shutil.copytree(default_model_dir(), broken)
     (broken / "decoder.keras").write_bytes(b"PK\x03\x04 this is not a model")
     attempt("decoder.keras corrupt", lambda: load_checkpoint(broken))
     mismatched = tmp / "mismatched-model"
-    shutil.copytree(DEFAULT_MODEL_DIR, mismatched)
+    shutil.copytree(default_model_dir(), mismatched)
     Vocabulary.fit(["only a handful of words here"], min_count=1).save(mismatched / "vocab.json")
     attempt("vocab.json from another checkpoint", lambda: load_checkpoint(mismatched))
     cache = tmp / "cache"
@@ -151,7 +151,7 @@ def main() -> int:
     text = "\n".join([
         "# Reliability", "",
         "What captioner does with odd and hostile inputs, failing parts and many users at once.",
-        "Regenerate this page with `.venv/bin/python tests/reliability_report.py` (about 5 minutes); the same",
+        "Regenerate this page with `.venv/bin/python tools/reliability_report.py` (about 5 minutes); the same",
         "cases are asserted by `tests/test_hostile_inputs.py`, `tests/test_load.py`, `tests/test_speech.py`,",
         "`tests/test_weights.py` and `tests/test_merge_decoder.py`.",
         f"Last generated on {time.strftime('%Y-%m-%d')} on a {platform.machine()} machine with "

@@ -8,7 +8,7 @@
 At every word the LSTM looks at the regions through additive attention (weights alpha over the L
 regions, summing to 1), scaled by a learned gate; its first state comes from the mean region.
 Training adds the doubly stochastic penalty ``lambda * sum_l (T / L - sum_t alpha_tl) ** 2`` so every
-region gets looked at over a caption of T words. ``AttentionStepper`` runs the very same step function one
+region gets looked at over a caption of T words. ``Stepper`` runs the very same step function one
 word at a time for greedy and beam search, and returns the attention weights of a caption for the
 app's heatmap.
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import FEATURE_DIM, GRID_SIZE, TrainConfig
+from ...config import FEATURE_DIM, GRID_SIZE, TrainConfig
 from .stepping import CompiledStepper, tf_constant
 
 LAYER_NAMES = ("region_dense", "embedding", "attention_lstm", "context_dense", "merge_dense", "logits")
@@ -112,7 +112,7 @@ class AttentionLSTM(keras.layers.Layer):
                 "attention_reg": self.attention_reg}
 
 
-def build_attention_model(vocab_size: int, cfg: TrainConfig):
+def build_model(vocab_size: int, cfg: TrainConfig):
     """Keras model: ``features`` (B, 10, 10, 2048) float, ``words`` (B, T) int (0 = pad) -> logits (B, T, V)."""
     from keras import layers
 
@@ -134,14 +134,14 @@ def build_attention_model(vocab_size: int, cfg: TrainConfig):
     return keras.Model([features, words], logits, name="attention_lstm")
 
 
-class AttentionStepper(CompiledStepper):
+class Stepper(CompiledStepper):
     """The decoding step interface over a trained attention model.
 
     State: ``(h, c, regions, keys)`` with the batch first, so beam search reorders beams by indexing.
     ``initial_state`` takes raw (B, 10, 10, 2048) grids; both functions are compiled once.
     """
 
-    needs_spatial = True
+    feature_kind = "spatial"  # reads the (B, 10, 10, 2048) region grid
 
     def __init__(self, model):
         missing = [n for n in LAYER_NAMES if n not in {layer.name for layer in model.layers}]
@@ -178,6 +178,11 @@ class AttentionStepper(CompiledStepper):
             return tf.nn.log_softmax(logits(hidden)), h, c, regions, keys, alpha
 
         self._compile(initial_state, step, specs)
+
+    def step_with_attention(self, words: np.ndarray, state: tuple) -> tuple[np.ndarray, tuple, np.ndarray]:
+        """``step`` that also returns where it looked: (B, L) weights over the regions, each row summing to 1."""
+        log_probs, *state, alpha = self._step(tf_constant(words, np.int32), *state)
+        return log_probs.numpy(), tuple(state), alpha.numpy()
 
     def attention(self, features: np.ndarray, ids: list[int], start_id: int) -> np.ndarray:
         """Where the model looked while emitting each word of a caption.

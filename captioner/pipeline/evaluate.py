@@ -10,11 +10,11 @@ import html
 import io
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
-from .config import DecodeConfig
+from ..config import DecodeConfig
 from .data import CaptionDataset, DataError
 
 
@@ -120,6 +120,7 @@ def evaluate_split(captioner, dataset: CaptionDataset, split: str | list[str], d
 
 
 ALPHA_GRID = (0.0, 0.4, 0.7, 1.0, 1.3)
+TUNING_DECODE = DecodeConfig(beam_width=3)  # the serving defaults; only the length exponent is swept
 BALANCED_METRICS = ("BLEU-1", "BLEU-4", "METEOR", "CIDEr")
 
 
@@ -134,26 +135,26 @@ def balanced_scores(sweep: dict[str, dict[str, float]]) -> dict[str, float]:
             for key, scores in sweep.items()}
 
 
-def tune_length_alpha(captioner, dataset: CaptionDataset, names_file: Path, beam_width: int = 3) -> dict | None:
-    """Choose beam search's length-normalisation exponent on held-out *training* images (the names in
-    ``names_file``), never on dev, by the balanced rule of ``balanced_scores``. Returns the choice
-    and the sweep (every metric per exponent), or None if there is no such file."""
-    if not Path(names_file).is_file() or not Path(names_file).read_text().strip():
+def tune_length_alpha(captioner, dataset: CaptionDataset, names: list[str],
+                      decode: DecodeConfig = TUNING_DECODE) -> dict | None:
+    """Choose beam search's length-normalisation exponent on held-out *training* images ``names``
+    (a model folder's tune_images.txt), never on dev, by the balanced rule of ``balanced_scores``.
+    Returns the choice and the sweep (every metric per exponent), or None when there are no names."""
+    if not names:
         return None
     sweep = {}
     for alpha in ALPHA_GRID:
-        result = evaluate_split(captioner, dataset, str(names_file), DecodeConfig(beam_width=beam_width,
-                                length_alpha=alpha), progress=False)
+        result = evaluate_split(captioner, dataset, list(names), replace(decode, length_alpha=alpha), progress=False)
         sweep[str(alpha)] = {m: round(result.metrics[m], 4) for m in BALANCED_METRICS}
     balanced = balanced_scores(sweep)
     best = max(ALPHA_GRID, key=lambda a: balanced[str(a)])
     return {"length_alpha": best, "rule": "balanced: mean share of the sweep's best BLEU-1, BLEU-4, METEOR, CIDEr",
-            "balanced_score": balanced, "sweep": sweep, "beam_width": beam_width,
+            "balanced_score": balanced, "sweep": sweep, "beam_width": decode.beam_width,
             "selected_on": f"{result.settings['n_images']} training images held out from training"}
 
 
 def _thumbnail_data_uri(path: Path, side: int = 224) -> str:
-    from .images import ImageError, load_image
+    from ..serving.images import ImageError, load_image
 
     try:
         img = load_image(path)

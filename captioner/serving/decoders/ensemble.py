@@ -23,10 +23,10 @@ class EnsembleStepper:
         if len(members) < 2:
             raise ValueError("an ensemble needs at least two members")
         self.members = list(members)
-        kinds = {bool(getattr(m, "needs_spatial", False)) for m in self.members}
+        kinds = {getattr(m, "feature_kind", "pooled") for m in self.members}
         if len(kinds) > 1:
             raise ValueError("ensemble members must read the same image features (all merge or all attention)")
-        self.needs_spatial = kinds.pop()  # the features the members read; no attention maps for the ensemble
+        self.feature_kind = kinds.pop()  # the features the members read; no attention maps for an ensemble
         self._fused = None
         if all(isinstance(m, CompiledStepper) for m in self.members):
             self._fuse()
@@ -35,9 +35,10 @@ class EnsembleStepper:
         """One concrete function for the whole ensemble step, and one for reordering every state."""
         import tensorflow as tf
 
-        sizes = [m._n_state for m in self.members]
-        specs = [spec for m in self.members for spec in m._state_specs]
-        steps = [m._step for m in self.members]
+        compiled = [m.compiled_step for m in self.members]  # (step function, state specs) per member
+        sizes = [len(specs) for _, specs in compiled]
+        specs = [spec for _, member_specs in compiled for spec in member_specs]
+        steps = [step for step, _ in compiled]
         log_k = float(np.log(len(self.members)))
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.int32), *specs])

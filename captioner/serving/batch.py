@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .config import DecodeConfig
+from ..config import DecodeConfig
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif",
                   ".svg"}  # SVG is picked up so that each one gets its "not supported" line
@@ -39,6 +39,36 @@ def iter_images(inputs: Iterable[Path]) -> Iterator[Path]:
                         yield Path(folder) / name
         else:
             yield item  # a missing or odd file gets its own error line
+
+
+def result_record(path: Path, result) -> dict:
+    """The JSON object for one image: what ``caption --json`` prints and ``--out`` files hold.
+
+    ``{"image", "caption", "score"}`` (plus ``"alternatives"`` when several captions were asked for),
+    or ``{"image", "error"}``.
+    """
+    if not result.ok:
+        return {"image": str(path), "error": result.error}
+    record = {"image": str(path), "caption": result.text, "score": round(result.captions[0].score, 4)}
+    if len(result.captions) > 1:
+        record["alternatives"] = [{"caption": c.text, "score": round(c.score, 4)} for c in result.captions]
+    return record
+
+
+def caption_paths(captioner, inputs: Iterable[Path], decode: DecodeConfig | None = None, batch_size: int = 16,
+                  skip: set[str] = frozenset()) -> Iterator[tuple[list[Path], list]]:
+    """Caption every image under ``inputs`` (except those named in ``skip``) in encoder batches of
+    ``batch_size``; yields each batch's (paths, results) as soon as it is done."""
+    chunk: list[Path] = []
+    for path in iter_images(inputs):
+        if str(path) in skip:
+            continue
+        chunk.append(path)
+        if len(chunk) >= batch_size:
+            yield chunk, captioner.caption(chunk, decode)
+            chunk = []
+    if chunk:
+        yield chunk, captioner.caption(chunk, decode)
 
 
 def _format(out: Path) -> str:
@@ -67,10 +97,10 @@ def done_images(out: Path) -> set[str]:
 
 def caption_to_file(captioner, inputs: Iterable[Path], out: Path, decode: DecodeConfig | None = None,
                     batch_size: int = 16, progress: bool = True) -> BatchSummary:
-    """Caption every image under ``inputs`` into ``out`` (.jsonl or .csv), skipping ones already there."""
+    """Caption every image under ``inputs`` into ``out`` (.jsonl or .csv), skipping ones already there.
+    ``decode`` (default: the model's own) is passed whole to ``Captioner.caption``."""
     from tqdm import tqdm
 
-    decode = decode or DecodeConfig()
     out = Path(out)
     fmt = _format(out)
     done = done_images(out)
@@ -80,17 +110,14 @@ def caption_to_file(captioner, inputs: Iterable[Path], out: Path, decode: Decode
     _repair_last_line(out)
     with open(out, "a", encoding="utf-8", newline="") as fh, \
             tqdm(total=total, unit="img", desc="captioning", disable=not progress, file=sys.stderr) as bar:
-        writer = csv.DictWriter(fh, CSV_FIELDS) if fmt == "csv" else None
+        writer = csv.DictWriter(fh, CSV_FIELDS, extrasaction="ignore") if fmt == "csv" else None
         if writer and new_file:
             writer.writeheader()
-        chunk: list[Path] = []
-
-        def flush_chunk() -> None:
-            results = captioner.caption(chunk, decode.beam_width, decode.n_best, decode.max_words,
-                                        length_alpha=decode.length_alpha)
+        summary.skipped = sum(1 for p in iter_images(inputs) if str(p) in done)
+        bar.update(summary.skipped)
+        for chunk, results in caption_paths(captioner, inputs, decode, batch_size, done):
             for path, result in zip(chunk, results):
-                record = ({"image": str(path), "caption": result.text, "score": round(result.captions[0].score, 4)}
-                          if result.ok else {"image": str(path), "error": result.error})
+                record = result_record(path, result)
                 if writer:
                     writer.writerow(record)
                 else:
@@ -99,18 +126,6 @@ def caption_to_file(captioner, inputs: Iterable[Path], out: Path, decode: Decode
                 summary.failed += not result.ok
             fh.flush()
             bar.update(len(chunk))
-            chunk.clear()
-
-        for path in iter_images(inputs):
-            if str(path) in done:
-                summary.skipped += 1
-                bar.update(1)
-                continue
-            chunk.append(path)
-            if len(chunk) >= batch_size:
-                flush_chunk()
-        if chunk:
-            flush_chunk()
     return summary
 
 

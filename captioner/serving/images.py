@@ -13,7 +13,7 @@ from typing import BinaryIO, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .config import IMAGE_SIZE
+from ..config import IMAGE_SIZE
 
 try:  # HEIC/HEIF as iPhones save them; AVIF is built into Pillow >= 11.3
     from pillow_heif import register_heif_opener

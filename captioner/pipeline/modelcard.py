@@ -4,7 +4,7 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
-from .config import TrainConfig, save_json
+from ..config import TrainConfig, save_json
 
 METRIC_ORDER = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "CIDEr", "METEOR", "ROUGE-L")
 

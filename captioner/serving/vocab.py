@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .data import word_counts
+from ..pipeline.data import word_counts
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIAL_TOKENS = (PAD, START, END, UNK)  # ids 0..3; 0 is padding (masked everywhere)

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import save_checkpoint
-from .config import TrainConfig, save_json
+from ..serving.model_folder import save_checkpoint
+from ..config import TrainConfig, save_json
 from .data import CaptionDataset
 from .distributed import cluster_spec, fit_distributed
-from .vocab import Vocabulary
+from ..serving.vocab import Vocabulary
 
 
 TUNE_FILE = "tune_images.txt"  # the held-out training images, saved beside the checkpoint
@@ -126,7 +126,7 @@ class AugmentedViews:
 
 def build_model(vocab_size: int, cfg: TrainConfig):
     """The decoder named by ``cfg.decoder``."""
-    from .decoders import build_attention_model, build_merge_model
+    from ..serving.decoders import build_attention_model, build_merge_model
 
     return (build_attention_model if cfg.decoder == "attention" else build_merge_model)(vocab_size, cfg)
 
@@ -154,8 +154,8 @@ def tune_cider(model, features: np.ndarray, references: list[list[str]], vocab: 
     """Greedy CIDEr-D of ``model`` on held-out images (features (N, ...), their reference captions)."""
     from pycocoevalcap.cider.cider import Cider
 
-    from .decoders import make_stepper
-    from .decoding import greedy_decode
+    from ..serving.decoders import make_stepper
+    from ..serving.decoding import greedy_decode
 
     stepper = make_stepper(model)
     predictions = []

@@ -34,6 +34,12 @@ class CompiledStepper:
         self._n_state = len(state_specs)
         self._state_specs = list(state_specs)
 
+    @property
+    def compiled_step(self) -> tuple:
+        """(concrete step function, state specs): what an ensemble needs to fuse this stepper's step
+        with others' into one TensorFlow function. The function returns ``(log_probs, *state, *extras)``."""
+        return self._step, tuple(self._state_specs)
+
     def initial_state(self, features: np.ndarray) -> tuple:
         """(B, ...) features -> state tuple (tensors, batch first)."""
         return tuple(self._initial_state(tf_constant(features, np.float32)))

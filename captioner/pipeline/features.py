@@ -14,9 +14,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .config import FEATURE_DIM, GRID_SIZE
-from .images import ImageError, load_and_preprocess
-from .weights import cache_dir
+from ..config import FEATURE_DIM, GRID_SIZE
+from ..serving.images import ImageError, load_and_preprocess
+from ..serving.weights import cache_dir
 
 
 def content_key(path: Path) -> str:

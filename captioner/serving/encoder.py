@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import FEATURE_DIM, GRID_SIZE, IMAGE_SIZE
+from ..config import FEATURE_DIM, GRID_SIZE, IMAGE_SIZE
 
 
 def bf16_supported() -> bool:

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .decoding import StepModel, extend_captions
+from ..serving.decoding import StepModel, extend_captions
 
 Ngrams = Counter  # n-gram tuple -> count
 
@@ -91,7 +91,7 @@ def finetune(model, vocab, stepper, train_features: np.ndarray, train_refs: list
     import keras
     import tensorflow as tf
 
-    from .decoding import greedy_decode
+    from ..serving.decoding import greedy_decode
     from .train import tune_cider
 
     rng = np.random.default_rng(seed)
@@ -166,10 +166,10 @@ def finetune_folder(model_dir: Path, out_dir: Path, dataset, encoder, epochs: in
     """SCST on a trained checkpoint folder; writes a new folder (same vocabulary and config)."""
     import shutil
 
-    from .checkpoint import load_checkpoint, save_checkpoint
-    from .config import save_json
+    from ..serving.model_folder import load_checkpoint, save_checkpoint
+    from ..config import save_json
     from .features import extract_features
-    from .decoders import make_stepper
+    from ..serving.decoders import make_stepper
     from .train import TUNE_FILE
 
     checkpoint = load_checkpoint(model_dir)

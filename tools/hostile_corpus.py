@@ -1,5 +1,5 @@
 """Generates the corpus of odd and hostile image files used by the robustness tests and by
-``python tests/reliability_report.py`` (which writes docs/RELIABILITY.md). Nothing large is committed:
+``python tools/reliability_report.py`` (which writes docs/RELIABILITY.md). Nothing large is committed:
 every file is made here, from the repository's own sample photos."""
 from __future__ import annotations
 

@@ -70,6 +70,6 @@ def augmented_key(content_key: str, aug: Augmentation) -> str:
 
 def load_augmented(path: Path, aug: Augmentation) -> np.ndarray:
     """(299, 299, 3) float32 pixels of the augmented copy, through the shared preprocessing."""
-    from .images import load_image, preprocess_image
+    from ..serving.images import load_image, preprocess_image
 
     return preprocess_image(apply_augmentation(load_image(path).convert("RGB"), aug))

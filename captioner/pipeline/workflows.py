@@ -1,0 +1,175 @@
+"""Whole workflows behind the command line: train a folder, tune and evaluate it, write its card, build
+an ensemble, fine-tune with SCST. Each is a plain function, so programs and tests call them directly
+and ``cli.py`` only parses arguments.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from ..config import DecodeConfig, TrainConfig
+from ..serving import model_folder as mf
+
+# Dev rows written into every model card: (label, decoding). The length exponent is the folder's own.
+CARD_DECODES = (("dev, greedy", DecodeConfig(beam_width=1)), ("dev, beam 3", DecodeConfig(beam_width=3)),
+                ("dev, beam 5", DecodeConfig(beam_width=5)))
+ORIGINALS_DECODE = DecodeConfig(beam_width=3)  # the full-resolution originals row
+
+
+def sharded_features(encoder, paths: list[Path], worker: int, n_workers: int, kind: str = "pooled",
+                     log=print) -> dict:
+    """Encode this worker's shard into the (shared) cache, wait for the others, then read them all."""
+    from .distributed import shard, wait_for
+    from .features import FeatureCache, extract_features
+
+    mine = extract_features(encoder, shard(paths, worker, n_workers), kind=kind)
+    for err in mine.errors.values():
+        log(f"note: skipped {err}")
+    if n_workers == 1:
+        return dict(zip(mine.names, mine.features))
+    # Each worker leaves a marker when its shard is in the cache; all markers = all features there.
+    run = hashlib.sha1("\n".join(map(str, paths)).encode()).hexdigest()[:12]
+    markers = FeatureCache(encoder.cache_key).folder.parent / "shards"
+    markers.mkdir(parents=True, exist_ok=True)
+    (markers / f"{run}-{worker}-of-{n_workers}.done").write_text(json.dumps(mine.errors))
+    wait_for(lambda: all((markers / f"{run}-{i}-of-{n_workers}.done").is_file() for i in range(n_workers)),
+             f"the other {n_workers - 1} worker(s) to finish their feature shards")
+    extracted = extract_features(encoder, paths, progress=False, kind=kind)
+    return dict(zip(extracted.names, extracted.features))
+
+
+def train_folder(cfg: TrainConfig, data: Path | None, out: Path, weights: Path | None = None,
+                 evaluate: bool = True, log=print) -> Path:
+    """Train a decoder into ``out`` (with ``TF_CONFIG``: this worker's part of a multi-worker run), then,
+    on the chief, tune decoding on the held-out images, evaluate on dev and write the card."""
+    from .data import load_dataset
+    from .distributed import cluster_spec, distribution_strategy
+
+    cfg.validate()
+    worker, n_workers = cluster_spec()
+    strategy = distribution_strategy()  # before any other TensorFlow work (a tf.distribute rule)
+    dataset = load_dataset(data)
+    log(f"dataset: {dataset.summary()}")
+    for note in dataset.problems:
+        log(f"note: {note}")
+    from ..serving.decoders import family
+    from ..serving.encoder import XceptionEncoder
+    from .train import hold_out, train
+
+    encoder = XceptionEncoder.load(weights)
+    names = dataset.split_names("train") + dataset.split_names("dev")
+    features = sharded_features(encoder, [dataset.image_path(n) for n in names], worker, n_workers,
+                                family(cfg.decoder).feature_kind, log)
+    augmented = None
+    if cfg.augment:  # the augmented copies of the training images (not the held-out ones, not dev)
+        from .features import extract_features
+
+        train_names, _ = hold_out([n for n in dataset.split_names("train") if n in features], cfg.tune_images,
+                                  cfg.seed)
+        copies = extract_features(encoder, [dataset.image_path(n) for n in train_names], augment_seed=cfg.seed)
+        augmented = dict(zip(copies.names, copies.features))
+        log(f"augmented copies: {len(augmented)} training images")
+    folder = Path(out) if worker == 0 else Path(out).parent / f".{Path(out).name}.worker{worker}"
+    train(dataset, features, cfg, folder, strategy=strategy, augmented_by_name=augmented)
+    if worker == 0 and evaluate:
+        evaluate_and_card(folder, dataset, encoder, log=log)
+    return folder
+
+
+def finetune_folder_and_card(model: Path, out: Path, data: Path | None, weights: Path | None, epochs: int,
+                             learning_rate: float, baseline: str, evaluate: bool = True, log=print) -> None:
+    """Self-critical fine-tuning of ``model`` into ``out``, then (optionally) its dev evaluation and card."""
+    from ..serving.encoder import XceptionEncoder
+    from .data import load_dataset
+    from .scst import finetune_folder
+
+    dataset = load_dataset(data)
+    encoder = XceptionEncoder.load(weights)
+    finetune_folder(model, out, dataset, encoder, epochs, learning_rate, baseline)
+    if evaluate:
+        evaluate_and_card(out, dataset, encoder, log=log)
+
+
+def card(folder: Path, data: Path | None, weights: Path | None, log=print) -> None:
+    """Re-tune decoding on the held-out images, re-evaluate on dev and rewrite the card of a single or
+    ensemble folder."""
+    from ..serving.encoder import XceptionEncoder
+    from .data import load_dataset
+
+    mf.load_checkpoint(folder)  # a bad folder fails fast, before the encoder loads
+    evaluate_and_card(folder, load_dataset(data), XceptionEncoder.load(weights), log=log)
+
+
+def build_ensemble(members: list[Path], out: Path, data: Path | None = None, weights: Path | None = None,
+                   evaluate: bool = True, log=print):
+    """An ensemble folder naming ``members`` (which must share a vocabulary and held-out images); with
+    ``evaluate``, its decoding tuned on those images, its dev evaluation and card."""
+    out = Path(out)
+    held_out = {tuple(mf.read_tune_images(m)) for m in members}
+    if len(held_out) != 1 or not held_out.pop():
+        raise mf.CheckpointError("the members were not trained with the same held-out training images "
+                                 f"({mf.TUNE_FILE}), so the ensemble's decoding cannot be tuned without touching dev")
+    out.mkdir(parents=True, exist_ok=True)
+    mf.write_ensemble(out, members)
+    try:
+        checkpoint = mf.load_checkpoint(out)  # checks the members can vote together
+    except mf.CheckpointError:
+        (out / mf.ENSEMBLE_FILE).unlink()  # no half-made ensemble left for the app's model picker to list
+        raise
+    mf.write_tune_images(out, mf.read_tune_images(members[0]))
+    log(f"ensemble of {', '.join(m.folder.name for m in checkpoint.members)} written to {out}")
+    if evaluate:
+        from ..serving.encoder import XceptionEncoder
+        from .data import load_dataset
+
+        evaluate_and_card(out, load_dataset(data), XceptionEncoder.load(weights), log=log)
+    return checkpoint
+
+
+def evaluate_and_card(folder: Path, dataset, encoder, log=print) -> list[dict]:
+    """``tune_and_evaluate``, then metrics.json and MODEL_CARD.md (single or ensemble folder)."""
+    from .modelcard import write_ensemble_card, write_model_card
+
+    evaluations = tune_and_evaluate(folder, dataset, encoder, log)
+    checkpoint = mf.load_checkpoint(folder)
+    if checkpoint.is_ensemble:
+        write_ensemble_card(folder, checkpoint, evaluations)
+    else:
+        write_model_card(folder, checkpoint.config, mf.read_training(folder), evaluations)
+    log(f"model card written to {Path(folder) / mf.CARD_FILE}")
+    return evaluations
+
+
+def tune_and_evaluate(folder: Path, dataset, encoder, log=print) -> list[dict]:
+    """Choose the length exponent on the held-out training images (``decoding.json``), then dev metrics
+    for each of ``CARD_DECODES`` (plus full-resolution originals when the dataset has them)."""
+    from ..serving.captioner import Captioner
+    from .evaluate import evaluate_split, format_metrics, tune_length_alpha
+
+    tuned = tune_length_alpha(Captioner(encoder, mf.load_checkpoint(folder)), dataset, mf.read_tune_images(folder))
+    if tuned:
+        mf.write_decoding(folder, tuned)
+        log(f"length_alpha {tuned['length_alpha']} chosen on held-out training images "
+            f"(balanced score by alpha: {tuned['balanced_score']})")
+    captioner = Captioner(encoder, mf.load_checkpoint(folder))
+    alpha = captioner.checkpoint.length_alpha
+    runs = [(label, replace(decode, length_alpha=alpha), None) for label, decode in CARD_DECODES]
+    originals = dataset.image_dir.parent / "originals"
+    if originals.is_dir():
+        runs.append(("dev originals (full resolution), beam 3", replace(ORIGINALS_DECODE, length_alpha=alpha),
+                     originals))
+    evaluations = []
+    for label, decode, images in runs:
+        result = evaluate_split(captioner, dataset, "dev", decode, images)
+        log(f"{label}: {format_metrics(result.metrics)}")
+        evaluations.append({"label": label, "metrics": result.metrics, "settings": result.settings})
+        if images is not None:  # the same images at the squashed 224x224 size, for comparison
+            same = evaluate_split(captioner, dataset, list(result.predictions), decode)
+            same.settings["split"] = "dev (the same images, squashed 224x224 copies)"
+            log(f"  same images squashed: {format_metrics(same.metrics)}")
+            evaluations.append({"label": "same dev images, squashed 224x224 copies, beam 3",
+                                "metrics": same.metrics, "settings": same.settings})
+    return evaluations
+

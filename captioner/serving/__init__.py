@@ -1,0 +1,1 @@
+"""Serving: everything between a picture and its caption (and its speech). Imports nothing from training."""

@@ -1,0 +1,169 @@
+"""The ``Captioner`` facade: encoder + decoder + vocabulary, loaded once, captions for any images.
+
+    from captioner import Captioner, DecodeConfig
+    cap = Captioner.load()
+    [result] = cap.caption(["photo.jpg"], DecodeConfig(beam_width=3))
+    print(result.text)
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..config import DecodeConfig
+from .images import ImageError, ImageSource, load_image, preprocess_image, source_name
+
+THUMBNAIL_SIDE = 640  # longest side of ``CaptionResult.thumbnail``
+
+
+@dataclass
+class Caption:
+    text: str
+    log_prob: float  # total log-probability of the words and <end>
+    score: float  # the ranking score (length-normalised log-probability)
+    ids: list[int] = field(default_factory=list)  # the word ids the decoder chose (no <start>/<end>)
+    attention: np.ndarray | None = field(default=None, repr=False)  # (words, g, g) where it looked, when kept
+
+    @property
+    def probability(self) -> float:
+        return float(np.exp(self.log_prob))
+
+
+@dataclass
+class CaptionResult:
+    """Captions for one input image, or the reason it could not be captioned."""
+
+    name: str
+    captions: list[Caption] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+    features: np.ndarray | None = field(default=None, repr=False)  # kept only when asked for
+    thumbnail: object | None = field(default=None, repr=False)  # upright PIL image (<= 640 px), when asked for
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def text(self) -> str:
+        return self.captions[0].text if self.captions else ""
+
+
+class Captioner:
+    """Encoder + decoder + vocabulary, loaded once and reused for every image."""
+
+    def __init__(self, encoder, checkpoint):
+        from .decoders import checkpoint_stepper
+
+        self.encoder = encoder
+        self.checkpoint = checkpoint
+        self.vocab = checkpoint.vocab
+        self.stepper = checkpoint_stepper(checkpoint)
+
+    @property
+    def feature_kind(self) -> str:
+        """What the decoder reads: "spatial" (10x10 region grids) or "pooled" (2048-d vectors)."""
+        return self.checkpoint.family.feature_kind
+
+    @property
+    def has_attention(self) -> bool:
+        """True when the decoder can show where it looked (a single attention model, not an ensemble)."""
+        return self.checkpoint.family.has_attention and not self.checkpoint.is_ensemble
+
+    def default_decode(self, **overrides) -> DecodeConfig:
+        """DecodeConfig's defaults with this model's tuned length exponent, plus ``overrides``."""
+        return self.checkpoint.default_decode(**overrides)
+
+    def attention_maps(self, caption: Caption) -> np.ndarray:
+        """(words, g, g) weights showing where the model looked for each word of ``caption``, as recorded by
+        the decode that chose those words (caption with ``keep_attention=True``)."""
+        if not self.has_attention:
+            raise ValueError("this model has no attention (it is not a single attention decoder)")
+        if caption.attention is None:
+            raise ValueError("this caption was decoded without keep_attention=True")
+        return caption.attention
+
+    def encode(self, pixels: np.ndarray) -> np.ndarray:
+        """(B, 299, 299, 3) preprocessed pixels -> the features this model's decoder reads."""
+        return self.encoder.encode(pixels, spatial=self.feature_kind == "spatial")
+
+    @classmethod
+    def load(cls, model_dir: str | Path | None = None, weights: str | Path | None = None,
+             allow_download: bool = True) -> "Captioner":
+        """Load a model folder (default: the default model) and the Xception encoder.
+
+        Raises CheckpointError or WeightsError with a message that says how to fix it.
+        """
+        from .encoder import XceptionEncoder
+        from .model_folder import load_checkpoint
+
+        checkpoint = load_checkpoint(model_dir)
+        return cls(XceptionEncoder.load(weights, allow_download=allow_download), checkpoint)
+
+    def caption_features(self, features: np.ndarray, decode: DecodeConfig | None = None,
+                         keep_attention: bool = False) -> list[list[Caption]]:
+        """(B, 2048) pooled features (or (B, 10, 10, 2048) for attention models) -> B lists of captions.
+
+        ``decode`` defaults to ``default_decode()``; ``keep_attention`` (attention models) records
+        where the decoder looked for each word.
+        """
+        from .decoding import decode_with
+
+        decode = decode or self.default_decode()
+        keep_attention = keep_attention and self.has_attention
+        hyps = decode_with(self.stepper, features, self.vocab, decode, keep_attention)
+        return [[self._caption(h) for h in per_image] for per_image in hyps]
+
+    def _caption(self, hyp) -> Caption:
+        maps = None
+        if hyp.attention is not None:
+            regions = len(hyp.attention[0]) if hyp.attention else 1
+            side = int(round(regions ** 0.5))
+            maps = np.asarray(hyp.attention, np.float32).reshape(len(hyp.ids), side, side)
+        return Caption(self.vocab.decode(hyp.ids), hyp.log_prob, hyp.score, list(hyp.ids), maps)
+
+    def caption(self, images: Sequence[ImageSource], decode: DecodeConfig | None = None,
+                names: Sequence[str] | None = None, keep_features: bool = False,
+                keep_attention: bool = False, keep_thumbnail: bool = False) -> list[CaptionResult]:
+        """Caption several images (paths, bytes, file objects or PIL images) in one encoder batch.
+
+        ``decode`` (default ``default_decode()``) says how: beam width, n-best, length, n-gram
+        blocking, ``<unk>``. An image that cannot be read gets ``result.error`` and the others are still
+        captioned. ``keep_features`` keeps each image's features; ``keep_attention`` each word's
+        attention map (attention models); ``keep_thumbnail`` an upright copy of the picture (at most
+        640 px), so callers never decode the upload twice.
+        """
+        decode = decode or self.default_decode()
+        decode.validate()
+        results, pixels, readable = [], [], []
+        for i, source in enumerate(images):
+            name = names[i] if names else None
+            start = time.perf_counter()
+            try:
+                img = load_image(source, name)
+                pixels.append(preprocess_image(img))
+                readable.append(len(results))
+                result = CaptionResult(source_name(source, name))
+                if keep_thumbnail:
+                    result.thumbnail = img.copy()
+                    result.thumbnail.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+                result.seconds = time.perf_counter() - start
+                results.append(result)
+            except ImageError as err:
+                results.append(CaptionResult(source_name(source, name), error=str(err)))
+        if readable:
+            start = time.perf_counter()
+            features = self.encode(np.stack(pixels))
+            captions = self.caption_features(features, decode, keep_attention)
+            if keep_features:
+                for index, f in zip(readable, features):
+                    results[index].features = f
+            share = (time.perf_counter() - start) / len(readable)
+            for index, caps in zip(readable, captions):
+                results[index].captions = caps
+                results[index].seconds += share
+        return results

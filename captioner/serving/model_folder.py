@@ -1,0 +1,318 @@
+"""The model folder: the one module that knows its file names, reads and writes them, and finds models.
+
+A single model folder holds::
+
+    decoder.keras        the Keras decoder (no optimizer state; loaded in safe mode)
+    vocab.json           the vocabulary (JSON, never pickle)
+    config.json          TrainConfig; its "decoder" names the family in ``decoders.registry``
+    decoding.json        decoding settings chosen on held-out training images (optional)
+    tune_images.txt      those held-out training images, one name a line
+    training.json        the training summary (epochs, losses, time, data facts)
+    scst.json            self-critical fine-tuning summary (only for fine-tuned folders)
+    metrics.json         evaluation results written with the model card
+    MODEL_CARD.md, training_curve.png, history.csv
+
+An ensemble folder holds ``ensemble.json`` (``{"members": ["../merge-lstm", ...]}``, paths relative
+to the folder, always a list) plus its own decoding.json, tune_images.txt, metrics.json and card.
+
+Loading checks everything a user could get wrong and says how to fix it, instead of a traceback.
+Where models are found: ``--model DIR``, else ``CAPTIONER_MODELS``, else the models installed with the
+package, else the repository's ``models/``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import DecodeConfig, TrainConfig, save_json
+from .vocab import Vocabulary, VocabError
+
+DECODER_FILE, VOCAB_FILE, CONFIG_FILE = "decoder.keras", "vocab.json", "config.json"
+DECODING_FILE = "decoding.json"
+ENSEMBLE_FILE = "ensemble.json"
+TUNE_FILE = "tune_images.txt"
+TRAINING_FILE = "training.json"
+SCST_FILE = "scst.json"
+METRICS_FILE = "metrics.json"
+CARD_FILE = "MODEL_CARD.md"
+CURVE_FILE = "training_curve.png"
+HISTORY_FILE = "history.csv"
+DEFAULT_MODEL_NAME = "merge-ensemble"  # chosen by docs/SELECTION.md
+MODELS_ENV = "CAPTIONER_MODELS"
+
+
+class CheckpointError(RuntimeError):
+    """A model folder that cannot be used; the message names the file and the fix."""
+
+
+# ---------------------------------------------------------------------------------------------- where
+
+def models_roots() -> list[Path]:
+    """Folders that may hold model folders, in the order they are searched."""
+    package = Path(__file__).resolve().parents[1]  # captioner/
+    roots = [Path(os.environ[MODELS_ENV]).expanduser()] if os.environ.get(MODELS_ENV) else []
+    return roots + [package / "models", package.parent / "models"]  # installed copy, source checkout
+
+
+def models_root() -> Path:
+    """The first folder in ``models_roots()`` that holds at least one model folder (else the first)."""
+    roots = models_roots()
+    for root in roots:
+        if root.is_dir() and any(is_model_folder(p) for p in root.iterdir()):
+            return root
+    return roots[0]
+
+
+def default_model_dir() -> Path:
+    """The default model folder; CheckpointError naming every place searched when there is none."""
+    for root in models_roots():
+        if is_model_folder(root / DEFAULT_MODEL_NAME):
+            return root / DEFAULT_MODEL_NAME
+    searched = ", ".join(str(r) for r in models_roots())
+    raise CheckpointError(f"no model folder found (searched {searched}); set {MODELS_ENV}=DIR to a folder "
+                          f"holding model folders such as {DEFAULT_MODEL_NAME}/, pass --model DIR, or train one "
+                          "with `python -m captioner train --out DIR`")
+
+
+def is_model_folder(folder: Path) -> bool:
+    """True for a folder holding a decoder or naming ensemble members."""
+    return (folder / DECODER_FILE).is_file() or (folder / ENSEMBLE_FILE).is_file()
+
+
+def is_ensemble_folder(folder: Path) -> bool:
+    return (Path(folder) / ENSEMBLE_FILE).is_file()
+
+
+def available_models(root: Path | None = None) -> list[Path]:
+    """Model folders under ``root`` (default ``models_root()``), the default first."""
+    root = Path(root) if root else models_root()
+    found = sorted(p for p in root.iterdir() if is_model_folder(p)) if root.is_dir() else []
+    return sorted(found, key=lambda p: p.name != DEFAULT_MODEL_NAME)
+
+
+# --------------------------------------------------------------------------------- typed JSON files
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: unreadable {what} ({err})") from err
+
+
+def read_config(folder: Path) -> TrainConfig:
+    """config.json as a validated TrainConfig."""
+    path = Path(folder) / CONFIG_FILE
+    try:
+        config = TrainConfig.from_json(_read_json(path, "config"))
+        config.validate()
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"{path}: invalid config ({err})") from err
+    return config
+
+
+def write_config(folder: Path, config: TrainConfig) -> None:
+    save_json(config.to_json(), Path(folder) / CONFIG_FILE)
+
+
+def read_decoding(folder: Path) -> dict:
+    """decoding.json (the tuned length exponent and the sweep behind it), or {} when there is none."""
+    path = Path(folder) / DECODING_FILE
+    if not path.is_file():
+        return {}
+    data = _read_json(path, "decoding settings")
+    try:
+        float(data["length_alpha"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: unreadable (no numeric length_alpha: {err})") from err
+    return data
+
+
+def write_decoding(folder: Path, decoding: dict) -> None:
+    save_json(decoding, Path(folder) / DECODING_FILE)
+
+
+def read_length_alpha(folder: Path) -> float:
+    """The tuned length exponent, or DecodeConfig's default when the folder has none."""
+    return float(read_decoding(folder).get("length_alpha", DecodeConfig.length_alpha))
+
+
+def read_training(folder: Path) -> dict:
+    """training.json, with scst.json under "scst" when the folder was fine-tuned."""
+    path = Path(folder) / TRAINING_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing; the model card needs the training summary")
+    summary = _read_json(path, "training summary")
+    if (Path(folder) / SCST_FILE).is_file():
+        summary["scst"] = _read_json(Path(folder) / SCST_FILE, "fine-tuning summary")
+    return summary
+
+
+def write_training(folder: Path, summary: dict) -> None:
+    save_json(summary, Path(folder) / TRAINING_FILE)
+
+
+def write_scst(folder: Path, summary: dict) -> None:
+    save_json(summary, Path(folder) / SCST_FILE)
+
+
+def read_metrics(folder: Path) -> dict:
+    return _read_json(Path(folder) / METRICS_FILE, "metrics")
+
+
+def write_metrics(folder: Path, metrics: dict) -> None:
+    save_json(metrics, Path(folder) / METRICS_FILE)
+
+
+def read_tune_images(folder: Path) -> list[str]:
+    """The held-out training images the folder's decoding was chosen on ([] when there are none)."""
+    path = Path(folder) / TUNE_FILE
+    return path.read_text(encoding="utf-8").split() if path.is_file() else []
+
+
+def write_tune_images(folder: Path, names: list[str]) -> None:
+    (Path(folder) / TUNE_FILE).write_text("".join(f"{n}\n" for n in names), encoding="utf-8")
+
+
+def ensemble_members(folder: Path) -> list[Path]:
+    """The member folders an ensemble folder names (resolved against it)."""
+    path = Path(folder) / ENSEMBLE_FILE
+    data = _read_json(path, 'ensemble list; expected {"members": ["../merge-lstm", ...]}')
+    names = data.get("members") if isinstance(data, dict) else None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise CheckpointError(f"{path}: 'members' must be a list of folder paths, like "
+                              '{"members": ["../merge-lstm", "../merge-gru"]}')
+    if len(names) < 2:
+        raise CheckpointError(f"{path}: an ensemble needs at least two member folders, not {len(names)}")
+    return [(Path(folder) / n).resolve() for n in names]
+
+
+def write_ensemble(folder: Path, members: list[Path]) -> None:
+    """ensemble.json naming ``members`` by paths relative to ``folder`` (so the pair can move together)."""
+    folder = Path(folder)
+    save_json({"members": [os.path.relpath(Path(m).resolve(), folder.resolve()) for m in members]},
+              folder / ENSEMBLE_FILE)
+
+
+# ------------------------------------------------------------------------------------ whole folders
+
+@dataclass
+class Checkpoint:
+    """A loaded model folder. For an ensemble, ``model``/``config``/``vocab`` are the first member's."""
+
+    model: object  # keras.Model
+    vocab: Vocabulary
+    config: TrainConfig
+    folder: Path
+    length_alpha: float = DecodeConfig.length_alpha  # from decoding.json when the folder has one
+    members: list["Checkpoint"] = field(default_factory=list)  # an ensemble's members
+
+    @property
+    def is_ensemble(self) -> bool:
+        return bool(self.members)
+
+    @property
+    def family(self):
+        """The decoder family (``decoders.registry``) every member shares."""
+        from .decoders import family
+
+        return family(self.config.decoder)
+
+    def default_decode(self, **overrides) -> DecodeConfig:
+        """Decoding settings for this folder: DecodeConfig's defaults with the tuned length exponent."""
+        return DecodeConfig(**{"length_alpha": self.length_alpha, **overrides})
+
+
+def save_checkpoint(model, vocab: Vocabulary, config: TrainConfig, folder: Path) -> None:
+    """Write decoder, vocabulary and config; the decoder without optimizer state (a third of the size)."""
+    import keras
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    inference_copy = keras.Model.from_config(model.get_config())  # same layers and names, not compiled
+    inference_copy.set_weights(model.get_weights())
+    tmp = folder / f".{DECODER_FILE}.tmp.keras"
+    inference_copy.save(tmp)
+    tmp.replace(folder / DECODER_FILE)
+    vocab.save(folder / VOCAB_FILE)
+    write_config(folder, config)
+
+
+def load_checkpoint(folder: str | Path | None = None) -> Checkpoint:
+    """Load and cross-check a model folder (default: the default model), single or ensemble."""
+    folder = Path(folder) if folder else default_model_dir()
+    if is_ensemble_folder(folder):
+        return _load_ensemble(folder)
+    return _load_single(folder)
+
+
+def _load_single(folder: Path) -> Checkpoint:
+    import keras
+
+    fix = ("train one with `python -m captioner train --out DIR`, or pass --model with a folder "
+           f"holding {DECODER_FILE}, {VOCAB_FILE} and {CONFIG_FILE}")
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: model folder not found; {fix}")
+    for name in (DECODER_FILE, VOCAB_FILE, CONFIG_FILE):
+        if not (folder / name).is_file():
+            raise CheckpointError(f"{folder / name}: missing; {fix}")
+    config = read_config(folder)
+    try:
+        vocab = Vocabulary.load(folder / VOCAB_FILE)
+    except VocabError as err:
+        raise CheckpointError(str(err)) from err
+    from .decoders import family
+
+    family(config.decoder).import_module()  # registers the family's custom layers for safe-mode loading
+    try:
+        model = keras.models.load_model(folder / DECODER_FILE, compile=False, safe_mode=True)
+    except Exception as err:  # zip, h5 and deserialisation errors all land here
+        raise CheckpointError(f"{folder / DECODER_FILE}: cannot load the decoder "
+                              f"({type(err).__name__}: {str(err)[:200]}); {fix}") from err
+    try:
+        output_size = int(model.get_layer("logits").units)
+    except ValueError as err:
+        raise CheckpointError(f"{folder / DECODER_FILE}: not a captioner decoder (no 'logits' layer)") from err
+    if output_size != len(vocab):
+        raise CheckpointError(f"{folder}: the vocabulary has {len(vocab)} words but the decoder predicts "
+                              f"{output_size}; {VOCAB_FILE} belongs to a different checkpoint")
+    return Checkpoint(model, vocab, config, folder, read_length_alpha(folder))
+
+
+def _load_ensemble(folder: Path) -> Checkpoint:
+    """Load every member; they must share the vocabulary and the kind of image features."""
+    members = []
+    for member in ensemble_members(folder):
+        if is_ensemble_folder(member):
+            raise CheckpointError(f"{folder / ENSEMBLE_FILE}: member {member} is itself an ensemble")
+        try:
+            members.append(_load_single(member))
+        except CheckpointError as err:
+            raise CheckpointError(f"{folder / ENSEMBLE_FILE}: member {member.name} cannot be loaded: {err}") from err
+    first = members[0]
+    for other in members[1:]:
+        if other.vocab != first.vocab:
+            raise CheckpointError(f"{folder}: members {first.folder.name} and {other.folder.name} have different "
+                                  "vocabularies; an ensemble votes word by word, so they must share one")
+        if other.family.feature_kind != first.family.feature_kind:
+            raise CheckpointError(f"{folder}: members mix {first.config.decoder} and {other.config.decoder} "
+                                  "decoders, which read different image features")
+    return Checkpoint(first.model, first.vocab, first.config, folder, read_length_alpha(folder), members)
+
+
+def describe_model(folder: Path) -> str:
+    """A short label for a model folder, from its JSON files alone (no Keras): for pickers and logs."""
+    from .decoders import family
+
+    folder = Path(folder)
+    try:
+        if is_ensemble_folder(folder):
+            text = f"{folder.name}: ensemble of {' + '.join(m.name for m in ensemble_members(folder))}"
+        else:
+            cfg = _read_json(folder / CONFIG_FILE, "config")
+            text = f"{folder.name}: {family(cfg.get('decoder', 'merge')).describe(cfg)}"
+    except (CheckpointError, OSError, ValueError, KeyError, TypeError, AttributeError):
+        text = folder.name  # a broken folder still gets listed; loading it reports the problem
+    return text + (" (default)" if folder.name == DEFAULT_MODEL_NAME else "")
