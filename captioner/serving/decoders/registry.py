@@ -38,6 +38,8 @@ class DecoderFamily:
 FAMILIES: dict[str, DecoderFamily] = {f.name: f for f in (
     DecoderFamily("merge", "merge", POOLED, False,
                   lambda cfg: f"merge decoder, {str(cfg.get('rnn', 'lstm')).upper()}"),
+    DecoderFamily("inject", "inject", POOLED, False,
+                  lambda cfg: f"init-inject {str(cfg.get('rnn', 'lstm')).upper()} (the image sets the first state)"),
     DecoderFamily("attention", "attention", SPATIAL, True,
                   lambda cfg: f"soft-attention {str(cfg.get('rnn', 'lstm')).upper()} (shows where it looked)"),
 )}
