@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, default=None, help=DATA_HELP)
     p.add_argument("--model", type=Path, required=True, help="the checkpoint folder")
     p.add_argument("--weights", type=Path, default=None)
+    p.add_argument("--no-eval", action="store_true",
+                   help="rewrite the card from the folder's stored metrics.json and training.json only")
 
     p = sub.add_parser("ensemble", help="combine trained model folders (one vocabulary) into an ensemble folder; "
                        "tune its decoding on their held-out images, evaluate on dev, write its card")
@@ -203,7 +205,7 @@ def cmd_finetune(args) -> int:
 def cmd_card(args) -> int:
     from .pipeline.workflows import card
 
-    card(args.model, args.data, args.weights)
+    card(args.model, args.data, args.weights, evaluate=not args.no_eval)
     return 0
 
 

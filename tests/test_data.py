@@ -79,3 +79,36 @@ def test_clear_errors_for_unusable_data(tmp_path, make_image):
     make_image("other.jpg", folder=tmp_path / "images")
     with pytest.raises(DataError, match="no usable captions"):
         load_dataset(tmp_path)
+
+
+def test_dataset_name_comes_from_its_caption_file(tmp_path, make_image):
+    root = _flickr8k(tmp_path / "8k", make_image, ["a.jpg#0\tA dog runs", "b.jpg#0\tA cat sits"])
+    make_image("1.jpg", folder=tmp_path / "30k" / "flickr30k_images")
+    (tmp_path / "30k" / "results.csv").write_text("image_name| comment_number| comment\n1.jpg| 0| A woman sings\n")
+    eight, thirty = load_dataset(root), load_dataset(tmp_path / "30k")
+    assert (eight.name, eight.lang, thirty.name) == ("Flickr8k", "en", "Flickr30k")
+    facts = eight.facts(held_out=["a.jpg"])
+    assert facts["name"] == "Flickr8k" and facts["lang"] == "en"
+    assert facts["splits"]["train"] == {"images": 1, "captions": 1}  # a.jpg; c.jpg has no caption
+    assert facts["held_out"] == {"images": 1, "captions": 1} and facts["images"] == 2
+
+
+def test_data_folder_lookup_order_and_clear_error(tmp_path, make_image, monkeypatch):
+    from captioner.pipeline import data
+
+    given = _flickr8k(tmp_path / "given", make_image, ["a.jpg#0\tA dog", "b.jpg#0\tA cat"])
+    env = _flickr8k(tmp_path / "env", make_image, ["a.jpg#0\tA bird", "b.jpg#0\tA fish"])
+    sibling = _flickr8k(tmp_path / "shared" / "flickr8k", make_image, ["a.jpg#0\tA cow", "b.jpg#0\tA pig"])
+    monkeypatch.setattr(data, "SIBLING_DATA", sibling)
+    monkeypatch.setenv("CAPTIONER_DATA", str(env))
+    assert load_dataset(given).captions["a.jpg"] == ["a dog"]  # --data first
+    assert load_dataset().captions["a.jpg"] == ["a bird"]  # then CAPTIONER_DATA
+    monkeypatch.delenv("CAPTIONER_DATA")
+    assert load_dataset().captions["a.jpg"] == ["a cow"]  # then ../shared/flickr8k beside the project
+    monkeypatch.setattr(data, "SIBLING_DATA", tmp_path / "nowhere")
+    with pytest.raises(DataError, match="--data") as err:
+        load_dataset()
+    assert "CAPTIONER_DATA" in str(err.value)
+    monkeypatch.setenv("CAPTIONER_DATA", str(tmp_path / "typo"))
+    with pytest.raises(DataError, match="data directory not found.*CAPTIONER_DATA"):
+        load_dataset()

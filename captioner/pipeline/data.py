@@ -1,5 +1,8 @@
 """Caption datasets on disk: Flickr8k, the Kaggle Flickr8k layout and Flickr30k.
 
+Which folder: ``--data DIR`` (``load_dataset(root)``), else ``CAPTIONER_DATA``, else ``../shared/flickr8k``
+beside a source checkout when it exists; otherwise a DataError naming ``--data`` and ``CAPTIONER_DATA``.
+
 Readers never stop for one bad line or one missing image: they skip it, count it, and report it in
 ``CaptionDataset.problems`` so the user sees what was dropped.
 """
@@ -16,6 +19,13 @@ from pathlib import Path
 IMAGE_DIR_NAMES = ("images", "Images", "Flicker8k_Dataset", "Flickr8k_Dataset", "flickr30k_images")
 SPLIT_FILES = {"train": "Flickr_8k.trainImages.txt", "dev": "Flickr_8k.devImages.txt",
                "test": "Flickr_8k.testImages.txt"}
+# The caption files understood, in the order looked for: (file, delimiter or None for the token format,
+# the dataset that ships it).
+CAPTION_FILES = (("Flickr8k.token.txt", None, "Flickr8k"), ("results_20130124.token", None, "Flickr30k"),
+                 ("captions.txt", ",", "Flickr8k"), ("results.csv", "|", "Flickr30k"))
+DATA_ENV = "CAPTIONER_DATA"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the source checkout (site-packages when installed)
+SIBLING_DATA = PROJECT_ROOT.parent / "shared" / "flickr8k"  # ../shared/flickr8k beside the project
 
 
 class DataError(ValueError):
@@ -41,6 +51,8 @@ class CaptionDataset:
     problems: list[str] = field(default_factory=list)  # human-readable notes on what was skipped
     missing_images: int = 0  # captions skipped because their image file is absent
     malformed_lines: int = 0
+    name: str = ""  # the dataset, from its caption file ("Flickr8k", "Flickr30k"); "" when built in code
+    lang: str = "en"  # the captions' language (ISO 639-1)
 
     def image_path(self, name: str) -> Path:
         return self.image_dir / name
@@ -50,6 +62,21 @@ class CaptionDataset:
             raise DataError(f"no {split!r} split in {self.image_dir.parent} "
                             f"(available: {', '.join(sorted(self.splits)) or 'none'})")
         return self.splits[split]
+
+    def facts(self, held_out: list[str] | tuple[str, ...] = ()) -> dict:
+        """Name, caption language and sizes, as recorded in training summaries and model cards.
+
+        ``held_out``: training images held out to choose decoding settings (counted under "held_out").
+        """
+        def size(names) -> dict:
+            names = [n for n in names if n in self.captions]
+            return {"images": len(names), "captions": sum(len(self.captions[n]) for n in names)}
+
+        facts = {"name": self.name or self.image_dir.parent.name, "lang": self.lang,
+                 **size(self.captions), "splits": {split: size(names) for split, names in self.splits.items()}}
+        if held_out:
+            facts["held_out"] = size(held_out)
+        return facts
 
     def summary(self) -> str:
         parts = [f"{len(self.captions)} images", f"{sum(map(len, self.captions.values()))} captions"]
@@ -62,12 +89,29 @@ class CaptionDataset:
 
 
 def default_data_dir() -> Path | None:
-    """``CAPTIONER_DATA``, else ``../shared/flickr8k`` beside the project, if it exists."""
-    env = os.environ.get("CAPTIONER_DATA")
+    """``CAPTIONER_DATA``, else ``../shared/flickr8k`` beside a source checkout if it exists, else None."""
+    env = os.environ.get(DATA_ENV)
     if env:
-        return Path(env)
-    candidate = Path(__file__).resolve().parents[2] / "shared" / "flickr8k"
-    return candidate if candidate.is_dir() else None
+        return Path(env).expanduser()
+    if (PROJECT_ROOT / "pyproject.toml").is_file() and SIBLING_DATA.is_dir():
+        return SIBLING_DATA
+    return None
+
+
+def resolve_data_dir(root: str | Path | None = None) -> Path:
+    """The dataset folder: ``root`` (``--data``), else ``default_data_dir()``; DataError when none is found."""
+    if root is not None:
+        root = Path(root).expanduser()
+        if not root.is_dir():
+            raise DataError(f"{root}: data directory not found")
+        return root
+    found = default_data_dir()
+    if found is None:
+        raise DataError(f"no dataset folder: pass --data DIR or set {DATA_ENV}=DIR (a folder holding e.g. "
+                        f"Flickr8k.token.txt and images/); the default {SIBLING_DATA} does not exist")
+    if not found.is_dir():
+        raise DataError(f"{found}: data directory not found (from {DATA_ENV}; pass --data DIR or fix {DATA_ENV})")
+    return found
 
 
 def find_image_dir(root: Path) -> Path:
@@ -78,25 +122,16 @@ def find_image_dir(root: Path) -> Path:
 
 
 def load_dataset(root: str | Path | None = None) -> CaptionDataset:
-    """Read whichever supported layout ``root`` holds; raise DataError if none."""
-    if root is None:
-        root = default_data_dir()
-        if root is None:
-            raise DataError("no data directory given and ../shared/flickr8k does not exist; pass --data DIR")
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: data directory not found")
-    if (root / "Flickr8k.token.txt").is_file():
-        raw, bad, problems = _read_token_file(root / "Flickr8k.token.txt")
-    elif (root / "results_20130124.token").is_file():
-        raw, bad, problems = _read_token_file(root / "results_20130124.token")
-    elif (root / "captions.txt").is_file():
-        raw, bad, problems = _read_csv_captions(root / "captions.txt", delimiter=",")
-    elif (root / "results.csv").is_file():
-        raw, bad, problems = _read_csv_captions(root / "results.csv", delimiter="|")
+    """Read whichever supported layout ``root`` (default: ``resolve_data_dir()``) holds; DataError if none."""
+    root = resolve_data_dir(root)
+    found = next(((f, d, n) for f, d, n in CAPTION_FILES if (root / f).is_file()), None)
+    if found is None:
+        raise DataError(f"{root}: no caption file (expected {', '.join(f for f, _, _ in CAPTION_FILES)})")
+    caption_file, delimiter, dataset_name = found
+    if delimiter is None:
+        raw, bad, problems = _read_token_file(root / caption_file)
     else:
-        raise DataError(f"{root}: no caption file (expected Flickr8k.token.txt, captions.txt, results.csv "
-                        "or results_20130124.token)")
+        raw, bad, problems = _read_csv_captions(root / caption_file, delimiter=delimiter)
     image_dir = find_image_dir(root)
     present = {p.name for p in image_dir.iterdir()}
     captions: dict[str, list[str]] = {}
@@ -113,7 +148,7 @@ def load_dataset(root: str | Path | None = None) -> CaptionDataset:
     if not captions:
         raise DataError(f"{root}: no usable captions (every caption line was malformed or had no image)")
     splits = _read_splits(root, captions, problems)
-    return CaptionDataset(image_dir, captions, splits, problems, missing, bad)
+    return CaptionDataset(image_dir, captions, splits, problems, missing, bad, name=dataset_name)
 
 
 def _read_token_file(path: Path) -> tuple[dict[str, list[str]], int, list[str]]:

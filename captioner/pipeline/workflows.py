@@ -92,13 +92,17 @@ def finetune_folder_and_card(model: Path, out: Path, data: Path | None, weights:
         evaluate_and_card(out, dataset, encoder, log=log)
 
 
-def card(folder: Path, data: Path | None, weights: Path | None, log=print) -> None:
+def card(folder: Path, data: Path | None, weights: Path | None, evaluate: bool = True, log=print) -> None:
     """Re-tune decoding on the held-out images, re-evaluate on dev and rewrite the card of a single or
-    ensemble folder."""
+    ensemble folder; without ``evaluate``, rewrite the card from the folder's stored results only."""
     from ..serving.encoder import XceptionEncoder
     from .data import load_dataset
+    from .modelcard import write_model_card_from_files
 
     mf.load_checkpoint(folder)  # a bad folder fails fast, before the encoder loads
+    if not evaluate:
+        log(f"model card written to {write_model_card_from_files(folder, load_dataset(data) if data else None)}")
+        return
     evaluate_and_card(folder, load_dataset(data), XceptionEncoder.load(weights), log=log)
 
 
@@ -135,9 +139,9 @@ def evaluate_and_card(folder: Path, dataset, encoder, log=print) -> list[dict]:
     evaluations = tune_and_evaluate(folder, dataset, encoder, log)
     checkpoint = mf.load_checkpoint(folder)
     if checkpoint.is_ensemble:
-        write_ensemble_card(folder, checkpoint, evaluations)
+        write_ensemble_card(folder, checkpoint, evaluations, dataset=dataset)
     else:
-        write_model_card(folder, checkpoint.config, mf.read_training(folder), evaluations)
+        write_model_card(folder, checkpoint.config, mf.read_training(folder), evaluations, dataset=dataset)
     log(f"model card written to {Path(folder) / mf.CARD_FILE}")
     return evaluations
 

@@ -52,9 +52,16 @@ class CheckpointError(RuntimeError):
 
 def models_roots() -> list[Path]:
     """Folders that may hold model folders, in the order they are searched."""
+    return [root for root, _ in _labelled_roots()]
+
+
+def _labelled_roots() -> list[tuple[Path, str]]:
+    """``models_roots()`` with what each one is, for error messages."""
     package = Path(__file__).resolve().parents[1]  # captioner/
-    roots = [Path(os.environ[MODELS_ENV]).expanduser()] if os.environ.get(MODELS_ENV) else []
-    return roots + [package / "models", package.parent / "models"]  # installed copy, source checkout
+    env = os.environ.get(MODELS_ENV)
+    roots = [(Path(env).expanduser(), MODELS_ENV)] if env else []
+    return roots + [(package / "models", "the models installed with the package"),
+                    (package.parent / "models", "the repository's models/")]
 
 
 def models_root() -> Path:
@@ -68,13 +75,16 @@ def models_root() -> Path:
 
 def default_model_dir() -> Path:
     """The default model folder; CheckpointError naming every place searched when there is none."""
-    for root in models_roots():
+    labelled = _labelled_roots()
+    for root, _ in labelled:
         if is_model_folder(root / DEFAULT_MODEL_NAME):
             return root / DEFAULT_MODEL_NAME
-    searched = ", ".join(str(r) for r in models_roots())
-    raise CheckpointError(f"no model folder found (searched {searched}); set {MODELS_ENV}=DIR to a folder "
-                          f"holding model folders such as {DEFAULT_MODEL_NAME}/, pass --model DIR, or train one "
-                          "with `python -m captioner train --out DIR`")
+    searched = [f"{label} ({root})" for root, label in labelled]
+    if not os.environ.get(MODELS_ENV):
+        searched.insert(0, f"{MODELS_ENV} (not set)")
+    raise CheckpointError(f"no {DEFAULT_MODEL_NAME}/ model folder found: searched {'; '.join(searched)}. Set "
+                          f"{MODELS_ENV}=DIR to a folder holding model folders such as {DEFAULT_MODEL_NAME}/, "
+                          "pass --model DIR, or train one with `python -m captioner train --out DIR`")
 
 
 def is_model_folder(folder: Path) -> bool:
