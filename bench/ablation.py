@@ -1,7 +1,11 @@
 """The ablation table: one row per trained checkpoint folder and decoding, from the files training wrote.
 
     python bench/ablation.py models/merge-lstm runs/attention-lstm ... [--markdown docs/ABLATION.md]
+        [--notes docs/ablation-notes.md]              # prose put under the table
         [--card models/attention-lstm/MODEL_CARD.md]   # also (re)place the table in a model card
+
+docs/ABLATION.md is this table plus docs/ablation-notes.md; the notes give the full command that
+regenerates it. Edit the notes file, not ABLATION.md, and rerun that command.
 
 Every figure comes from the folder's ``metrics.json`` (dev split; nltk BLEU, pycocoevalcap CIDEr-D and
 METEOR), ``training.json`` and ``config.json``; nothing is re-run here.

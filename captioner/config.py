@@ -63,7 +63,7 @@ class TrainConfig:
         if not 0.0 <= self.augment <= 1.0:
             raise ValueError(f"augment must be a probability in [0, 1], not {self.augment}")
         if self.augment and decoder.feature_kind != "pooled":
-            raise ValueError("augment is implemented for decoders that read pooled features (merge) only")
+            raise ValueError(f"augment needs a decoder that reads pooled features (the merge decoder, say), not {self.decoder!r}: set augment=0 or decoder='merge'")
         if self.select_on not in ("tune_cider", "dev_loss"):
             raise ValueError(f"select_on must be 'tune_cider' or 'dev_loss', not {self.select_on!r}")
         if self.attention_grid not in (1, 2, 5, 10):

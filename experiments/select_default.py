@@ -1,6 +1,6 @@
 """Rank candidate model folders for the default by the rule in docs/SELECTION.md.
 
-    python bench/select_default.py models/merge-lstm models/merge-gru models/merge-ensemble ...
+    python experiments/select_default.py models/merge-lstm models/merge-gru models/merge-ensemble ...
 
 Each folder's ``decoding.json`` holds its beam-3 sweep on the shared held-out training images and the
 exponent chosen there; this takes each folder's row at its chosen exponent, pools the rows, and scores

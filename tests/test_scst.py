@@ -50,24 +50,38 @@ def test_sampling_follows_the_model_distribution():
 
 @pytest.mark.parametrize("baseline", ["greedy", "samples"])
 def test_finetune_keeps_the_best_held_out_weights(baseline):
+    from dataclasses import replace
+
     import keras
 
     from captioner.config import TrainConfig
-    from captioner.serving.decoders import MergeStepper, build_merge_model
-    from captioner.pipeline.train import tune_cider
+    from captioner.pipeline.engine import held_out_cider
+    from captioner.pipeline.scst import SCST_DECODE
+    from captioner.serving.decoders import build_model, make_stepper
     from captioner.serving.vocab import Vocabulary
 
     keras.utils.set_random_seed(0)
     refs = [REFS[k] for k in sorted(REFS)] * 4
     vocab = Vocabulary.fit([r for rs in refs for r in rs], min_count=1)
-    model = build_merge_model(len(vocab), TrainConfig(units=16, embedding_dim=8))
+    model = build_model(len(vocab), TrainConfig(units=16, embedding_dim=8))
+    stepper = make_stepper(model, "merge")
     feats = np.random.default_rng(0).normal(size=(12, 2048)).astype(np.float32)
-    before = tune_cider(model, feats[:3], refs[:3], vocab)
-    history = finetune(model, vocab, MergeStepper(model), feats, refs, feats[:3], refs[:3], epochs=3,
-                       batch_images=4, samples=3, learning_rate=1e-2, max_words=8, patience=3, baseline=baseline,
-                       log=lambda m: None)
+    before = held_out_cider(stepper, feats[:3], refs[:3], vocab)
+    logs: list[str] = []
+    history = finetune(model, vocab, stepper, feats, refs, feats[:3], refs[:3], epochs=3, batch_images=4,
+                       samples=3, learning_rate=1e-2, patience=3, baseline=baseline,
+                       decode=replace(SCST_DECODE, max_words=8), log=logs.append)
     assert history["tune_cider"][0] == pytest.approx(before)
     assert len(history["tune_cider"]) == 4 and len(history["mean_reward"]) == 3
-    kept = tune_cider(model, feats[:3], refs[:3], vocab)
+    assert history["tune_cider"] != [before] * 4  # the weights did move
+    kept = held_out_cider(stepper, feats[:3], refs[:3], vocab)
     assert kept == pytest.approx(max(history["tune_cider"]), abs=1e-9)
     assert history["kept_epoch"] == int(np.argmax(history["tune_cider"]))
+    assert any(line.startswith("SCST epoch 0") for line in logs)
+
+
+def test_scst_baseline_decoding_is_todays_greedy():
+    from captioner.pipeline.scst import SCST_DECODE
+
+    assert (SCST_DECODE.beam_width, SCST_DECODE.max_words, SCST_DECODE.length_alpha, SCST_DECODE.block_ngram,
+            SCST_DECODE.allow_unk) == (1, 20, 0.0, 0, True)

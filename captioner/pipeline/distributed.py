@@ -6,6 +6,9 @@
 
       TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
 
+Training itself runs the same loop in every case (``engine.run_epochs`` with ``GradientSteps``, which
+works under any strategy); this module only says which strategy and which share of the work is whose.
+
 Feature extraction is sharded: worker i encodes images i, i+n, i+2n, … into the shared feature cache
 (``CAPTIONER_CACHE_DIR`` on a shared file system), then waits until every feature is there.
 """
@@ -15,8 +18,6 @@ import json
 import os
 import time
 from typing import Sequence, TypeVar
-
-import numpy as np
 
 T = TypeVar("T")
 
@@ -63,64 +64,3 @@ def wait_for(predicate, what: str, timeout_s: float = 3600.0, poll_s: float = 2.
         if time.monotonic() > deadline:
             raise TimeoutError(f"gave up after {timeout_s:.0f} s waiting for {what}")
         time.sleep(poll_s)
-
-
-def fit_distributed(model, train_ds, dev_ds, epochs: int, steps: int, dev_steps: int, patience: int,
-                    strategy, log=print) -> dict[str, list[float]]:
-    """A plain training loop for multi-worker runs (Keras 3's ``fit`` does not support
-    MultiWorkerMirroredStrategy). Masked per-word cross-entropy, early stopping on dev loss; the best
-    epoch's weights are restored at the end. Returns ``{"loss": [...], "val_loss": [...]}``.
-    """
-    import keras
-    import tensorflow as tf
-
-    per_token = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
-    train_iter = iter(strategy.experimental_distribute_dataset(train_ds))
-
-    def summed_loss(batch, training: bool):
-        inputs, targets, weights = batch
-        logits = model(inputs, training=training)  # (B, T, V)
-        return tf.reduce_sum(per_token(targets, logits) * weights), tf.reduce_sum(weights)
-
-    @tf.function
-    def train_step():
-        def step(batch):
-            with tf.GradientTape() as tape:
-                total, count = summed_loss(batch, True)
-                # gradients are summed over replicas, so divide by the global number of words
-                global_count = tf.distribute.get_replica_context().all_reduce("SUM", count)
-                loss = total / global_count
-            grads = tape.gradient(loss, model.trainable_variables)
-            model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
-            return total, count
-
-        total, count = strategy.run(step, args=(next(train_iter),))
-        return strategy.reduce("SUM", total, axis=None), strategy.reduce("SUM", count, axis=None)
-
-    @tf.function
-    def dev_step(iterator):
-        total, count = strategy.run(lambda batch: summed_loss(batch, False), args=(next(iterator),))
-        return strategy.reduce("SUM", total, axis=None), strategy.reduce("SUM", count, axis=None)
-
-    history: dict[str, list[float]] = {"loss": [], "val_loss": []}
-    best, best_weights, waited = float("inf"), None, 0
-    for epoch in range(1, epochs + 1):
-        sums = np.zeros(2)
-        for _ in range(steps):
-            sums += [float(x) for x in train_step()]
-        dev_iter = iter(strategy.experimental_distribute_dataset(dev_ds))
-        dev_sums = np.zeros(2)
-        for _ in range(dev_steps):
-            dev_sums += [float(x) for x in dev_step(dev_iter)]
-        history["loss"].append(sums[0] / max(sums[1], 1))
-        history["val_loss"].append(dev_sums[0] / max(dev_sums[1], 1))
-        log(f"epoch {epoch}: loss {history['loss'][-1]:.4f}, dev loss {history['val_loss'][-1]:.4f}")
-        if history["val_loss"][-1] < best:
-            best, best_weights, waited = history["val_loss"][-1], model.get_weights(), 0
-        else:
-            waited += 1
-            if waited >= patience:
-                break
-    if best_weights is not None:
-        model.set_weights(best_weights)
-    return history

@@ -274,8 +274,8 @@ captions of scenes unlike those are often generic or wrong, and the model repeat
 training captions (gender words, for example). Do not rely on it where a wrong description could harm
 someone.
 
-Compared with the other model folders: `docs/ABLATION.md` in the repository
-(`python bench/ablation.py models/* --markdown docs/ABLATION.md`).
+Compared with the other model folders: `docs/ABLATION.md` in the repository (the command that
+regenerates it heads `docs/ablation-notes.md`).
 """
 
 

@@ -4,9 +4,11 @@ For each image the model samples a few captions; a sample's advantage is its CID
 baseline, so only captions better than the baseline are reinforced. The baseline is the greedy
 caption's CIDEr-D (Rennie et al.), or with ``baseline="samples"`` the mean of the image's other
 samples (Luo 2020), which keeps advantages centred when most samples are worse than greedy (as with
-models trained with label smoothing, whose samples stray). The loss is ``-(reward - baseline) * log p(sampled caption)``, computed with the
-full-sequence model on the sampled words. Everything runs on cached features, and the kept weights
-are those with the best greedy CIDEr on the held-out training images (never dev).
+models trained with label smoothing, whose samples stray). The loss is
+``-(reward - baseline) * log p(sampled caption)``, computed with the full-sequence model on the
+sampled words (the ``PolicyGradient`` objective of ``engine.py``, in the same epoch loop and
+selector as teacher forcing). Everything runs on cached features, and the kept
+weights are those with the best greedy CIDEr on the held-out training images (never dev).
 """
 from __future__ import annotations
 
@@ -18,9 +20,15 @@ from typing import Sequence
 
 import numpy as np
 
-from ..serving.decoding import StepModel, extend_captions
+from ..config import DecodeConfig
+from ..serving.decoding import StepModel, decode_with, decoding_stack, extend_captions
+from .engine import GradientSteps, PolicyGradient, Selector, held_out_cider, run_epochs
 
 Ngrams = Counter  # n-gram tuple -> count
+
+# The greedy baseline's decoding (and the sampled captions' length limit): up to 20 words, nothing
+# blocked, <unk> allowed, as the reward compares the model's own choices.
+SCST_DECODE = DecodeConfig(beam_width=1, max_words=20, length_alpha=0.0, block_ngram=0, allow_unk=True)
 
 
 def _ngrams(words: Sequence[str], n_max: int = 4) -> Ngrams:
@@ -84,80 +92,73 @@ def sample_decode(model: StepModel, features: np.ndarray, start_id: int, end_id:
 
 def finetune(model, vocab, stepper, train_features: np.ndarray, train_refs: list[list[str]],
              tune_features: np.ndarray, tune_refs: list[list[str]], epochs: int = 5, batch_images: int = 32,
-             samples: int = 5, learning_rate: float = 2e-5, max_words: int = 20, patience: int = 2,
-             seed: int = 42, baseline: str = "greedy", log=print) -> dict:
-    """SCST on ``model`` in place; keeps the epoch with the best held-out greedy CIDEr (or the
-    starting weights if no epoch beats them). Returns a summary."""
+             samples: int = 5, learning_rate: float = 2e-5, patience: int = 2, seed: int = 42,
+             baseline: str = "greedy", decode: DecodeConfig = SCST_DECODE, log=print) -> dict:
+    """SCST on ``model`` in place, through the training engine: the ``PolicyGradient`` objective, and a
+    selector on held-out greedy CIDEr that counts the starting weights as epoch 0 (kept if no epoch
+    beats them) and stops after ``patience`` epochs without improvement.
+
+    ``stepper``: the step interface over ``model`` (``decoders.make_stepper``); ``decode``: the greedy
+    baseline's decoding, and the sampled captions' length limit and suppressed words. Returns a summary.
+    """
     import keras
     import tensorflow as tf
 
-    from ..serving.decoding import greedy_decode
-    from .train import tune_cider
-
+    if baseline not in ("greedy", "samples"):
+        raise ValueError(f"baseline must be 'greedy' or 'samples', not {baseline!r}")
+    if baseline == "samples" and samples < 2:
+        raise ValueError("the leave-one-out baseline needs at least 2 samples per image")
     rng = np.random.default_rng(seed)
     cider = CiderD(train_refs)
     prepared = [None] * len(train_refs)
-    optimizer = keras.optimizers.Adam(learning_rate, clipnorm=5.0)
-    start_score = tune_cider(model, tune_features, tune_refs, vocab)
-    history = {"tune_cider": [start_score], "mean_reward": [], "epoch_seconds": []}
-    best_score, best_weights, since_best = start_score, model.get_weights(), 0
-    log(f"SCST: held-out greedy CIDEr before fine-tuning {start_score:.4f}")
+    optimizer = keras.optimizers.Adam(learning_rate)  # clipped by GradientSteps, as in teacher forcing
+    optimizer.build(model.trainable_variables)
+    steps = GradientSteps(model, optimizer, PolicyGradient())
+    sampler = decoding_stack(stepper, vocab, decode)  # never samples padding or <start>
 
-    @tf.function(reduce_retracing=True)
-    def train_step(features, inputs, targets, mask, advantage):
-        with tf.GradientTape() as tape:
-            logits = model([features, inputs], training=False)  # the same policy that sampled
-            log_probs = -keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
-            sequence_log_prob = tf.reduce_sum(log_probs * mask, axis=1)  # (N,)
-            loss = -tf.reduce_mean(advantage * sequence_log_prob)
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss
+    def advantages(chunk, feats, sampled) -> tuple[np.ndarray, list[float]]:
+        """(advantage per sampled caption (N,), every sample's reward) for the images ``chunk``."""
+        if baseline == "greedy":
+            greedy = [vocab.decode(hyps[0].ids) for hyps in decode_with(stepper, feats, vocab, decode)]
+        advantage, rewards = np.zeros(len(sampled), np.float32), []
+        for j, image in enumerate(chunk):
+            if prepared[image] is None:
+                prepared[image] = cider.prepare(train_refs[image])
+            scores = np.array([cider.score(vocab.decode(sampled[j * samples + k]), prepared[image])
+                               for k in range(samples)])
+            if baseline == "greedy":
+                advantage[j * samples:(j + 1) * samples] = scores - cider.score(greedy[j], prepared[image])
+            else:  # leave-one-out mean of the other samples
+                advantage[j * samples:(j + 1) * samples] = scores - (scores.sum() - scores) / (samples - 1)
+            rewards.extend(scores.tolist())
+        return advantage, rewards
 
-    for epoch in range(epochs):
-        start, rewards = time.perf_counter(), []
+    def train_epoch(epoch: int) -> dict:
+        rewards = []
         order = rng.permutation(len(train_features))
         for i in range(0, len(order), batch_images):
             chunk = order[i:i + batch_images]
-            feats = train_features[chunk].astype(np.float32)
-            if baseline == "greedy":
-                greedy = [vocab.decode(h.ids) for h in greedy_decode(stepper, feats, vocab.start_id, vocab.end_id,
-                                                                       max_words)]
-            repeated = np.repeat(feats, samples, axis=0)
-            sampled = sample_decode(stepper, repeated, vocab.start_id, vocab.end_id, max_words, rng)
-            advantage = np.zeros(len(sampled), np.float32)
-            for j, image in enumerate(chunk):
-                if prepared[image] is None:
-                    prepared[image] = cider.prepare(train_refs[image])
-                scores = np.array([cider.score(vocab.decode(sampled[j * samples + k]), prepared[image])
-                                   for k in range(samples)])
-                if baseline == "greedy":
-                    advantage[j * samples:(j + 1) * samples] = scores - cider.score(greedy[j], prepared[image])
-                else:  # leave-one-out mean of the other samples
-                    advantage[j * samples:(j + 1) * samples] = scores - (scores.sum() - scores) / (samples - 1)
-                rewards.extend(scores.tolist())
+            feats = np.asarray(train_features[chunk], np.float32)  # (b, ...)
+            repeated = np.repeat(feats, samples, axis=0)  # (b * samples, ...)
+            sampled = sample_decode(sampler, repeated, vocab.start_id, vocab.end_id, decode.max_words, rng)
+            advantage, chunk_rewards = advantages(chunk, feats, sampled)
+            rewards += chunk_rewards
             # teacher-forced inputs/targets of the sampled captions, padded; <end> is scored too
             seqs = [[vocab.start_id, *ids, vocab.end_id] for ids in sampled]
             width = max(map(len, seqs))
-            padded = np.array([s + [0] * (width - len(s)) for s in seqs], np.int32)
-            mask = (padded[:, 1:] != 0).astype(np.float32)
-            train_step(repeated, padded[:, :-1], padded[:, 1:], mask, advantage)
-        score = tune_cider(model, tune_features, tune_refs, vocab)
-        seconds = time.perf_counter() - start
-        history["tune_cider"].append(score)
-        history["mean_reward"].append(float(np.mean(rewards)))
-        history["epoch_seconds"].append(round(seconds, 1))
-        log(f"SCST epoch {epoch + 1}: mean sampled CIDEr-D {np.mean(rewards):.4f}, held-out greedy CIDEr "
-            f"{score:.4f} ({seconds:.0f} s)")
-        if score > best_score:
-            best_score, best_weights, since_best = score, model.get_weights(), 0
-        else:
-            since_best += 1
-            if since_best >= patience:
-                break
-    model.set_weights(best_weights)
-    history["kept_epoch"] = int(np.argmax(history["tune_cider"]))  # 0 = the starting weights
-    history["best_tune_cider"] = best_score
+            padded = np.array([s + [0] * (width - len(s)) for s in seqs], np.int32)  # (N, width)
+            mask = (padded[:, 1:] != 0).astype(np.float32)  # (N, width - 1)
+            steps.step(((tf.constant(repeated), tf.constant(padded[:, :-1])), tf.constant(padded[:, 1:]),
+                        tf.constant(mask), tf.constant(advantage)))
+        return {"mean_reward": float(np.mean(rewards))}
+
+    def score_epoch() -> dict:
+        return {"tune_cider": held_out_cider(stepper, tune_features, tune_refs, vocab)}
+
+    selector = Selector("tune_cider", "max", patience=patience, include_start=True)
+    history, kept = run_epochs(model, train_epoch, score_epoch, selector, epochs, log=lambda m: log(f"SCST {m}"))
+    history["kept_epoch"] = kept["best_epoch"]  # 0 = the starting weights
+    history["best_tune_cider"] = kept["best_score"]
     return history
 
 
@@ -166,39 +167,37 @@ def finetune_folder(model_dir: Path, out_dir: Path, dataset, encoder, epochs: in
     """SCST on a trained checkpoint folder; writes a new folder (same vocabulary and config)."""
     import shutil
 
-    from ..serving.model_folder import load_checkpoint, save_checkpoint
-    from ..config import save_json
-    from .features import extract_features
+    from ..serving import model_folder as mf
     from ..serving.decoders import make_stepper
-    from .train import TUNE_FILE
+    from .features import extract_features
 
-    checkpoint = load_checkpoint(model_dir)
+    checkpoint = mf.load_checkpoint(model_dir)
     if checkpoint.is_ensemble:
         raise ValueError(f"{model_dir} is an ensemble; fine-tune one of its members instead")
-    kind = "spatial" if checkpoint.config.decoder == "attention" else "pooled"
-    tune_file = Path(model_dir) / TUNE_FILE
-    tune_names = [n for n in tune_file.read_text().split() if n in dataset.captions] if tune_file.is_file() else []
+    tune_names = [n for n in mf.read_tune_images(model_dir) if n in dataset.captions]
     if not tune_names:
-        raise ValueError(f"{tune_file}: no held-out training images to select on; train with --tune-images")
+        raise ValueError(f"{Path(model_dir) / mf.TUNE_FILE}: no held-out training images to select on; "
+                         "train with --tune-images")
     held_out = set(tune_names)
     train_names = [n for n in dataset.split_names("train") if n not in held_out]
-    extracted = extract_features(encoder, [dataset.image_path(n) for n in train_names + tune_names], kind=kind)
+    extracted = extract_features(encoder, [dataset.image_path(n) for n in train_names + tune_names],
+                                 kind=checkpoint.family.feature_kind)
     index = {n: i for i, n in enumerate(extracted.names)}
     train_names = [n for n in train_names if n in index]
     tune_names = [n for n in tune_names if n in index]
     pick = lambda names: extracted.features[[index[n] for n in names]]  # noqa: E731
     model = checkpoint.model
     start = time.perf_counter()
-    history = finetune(model, checkpoint.vocab, make_stepper(model), pick(train_names),
+    history = finetune(model, checkpoint.vocab, make_stepper(model, checkpoint.config.decoder), pick(train_names),
                        [dataset.captions[n] for n in train_names], pick(tune_names),
                        [dataset.captions[n] for n in tune_names], epochs=epochs, learning_rate=learning_rate,
                        baseline=baseline, log=log)
     history["seconds"] = round(time.perf_counter() - start, 1)
     out_dir = Path(out_dir)
-    save_checkpoint(model, checkpoint.vocab, checkpoint.config, out_dir)
-    for name in (TUNE_FILE, "training.json", "training_curve.png"):
+    mf.save_checkpoint(model, checkpoint.vocab, checkpoint.config, out_dir)
+    for name in (mf.TUNE_FILE, mf.TRAINING_FILE, mf.CURVE_FILE):
         if (Path(model_dir) / name).is_file() and Path(model_dir) != out_dir:
             shutil.copy(Path(model_dir) / name, out_dir / name)
-    save_json({**history, "started_from": str(model_dir), "learning_rate": learning_rate, "baseline": baseline},
-              out_dir / "scst.json")
+    mf.write_scst(out_dir, {**history, "started_from": str(model_dir), "learning_rate": learning_rate,
+                            "baseline": baseline})
     return history

@@ -1,25 +1,27 @@
 """Training a decoder on cached image features with full-sequence teacher forcing.
 
 One sample per caption (not one per prefix): the decoder reads ``<start> w1 … wn`` and is scored on
-``w1 … wn <end>`` at every position at once, with padding masked out of the loss.
+``w1 … wn <end>`` at every position at once, with padding masked out of the loss. The epochs run
+through ``engine.run_epochs`` (one loop for one process and for many workers) with the
+``CrossEntropy`` objective and a ``Selector`` built from the config.
 """
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..config import TrainConfig
+from ..serving import model_folder as mf
+from ..serving.decoders import build_model, make_stepper
 from ..serving.model_folder import save_checkpoint
-from ..config import TrainConfig, save_json
-from .data import CaptionDataset
-from .distributed import cluster_spec, fit_distributed
 from ..serving.vocab import Vocabulary
-
-
-TUNE_FILE = "tune_images.txt"  # the held-out training images, saved beside the checkpoint
+from .data import CaptionDataset
+from .distributed import cluster_spec
+from .engine import Batches, CrossEntropy, GradientSteps, Selector, held_out_cider, run_epochs, token_losses
+from .modelcard import run_facts
 
 
 def hold_out(names: list[str], count: int, seed: int) -> tuple[list[str], list[str]]:
@@ -124,82 +126,41 @@ class AugmentedViews:
         return cls(feats, mirrored, swap_ids, probability)
 
 
-def build_model(vocab_size: int, cfg: TrainConfig):
-    """The decoder named by ``cfg.decoder``."""
-    from ..serving.decoders import build_attention_model, build_merge_model
-
-    return (build_attention_model if cfg.decoder == "attention" else build_merge_model)(vocab_size, cfg)
-
-
 def make_loss(label_smoothing: float):
-    """Masked cross-entropy per real word; with label smoothing, ``(1 - eps) * CE + eps * mean_v(-log p_v)``
-    (a uniform share of each target's probability, which keeps the model from over-confidence)."""
+    """A Keras loss with the engine's per-word cross-entropy (``engine.token_losses``), averaged over the
+    real (weighted) words: for models compiled and fitted with Keras outside ``train``."""
     import keras
-    import tensorflow as tf
 
-    if not label_smoothing:
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="mean_with_sample_weight")
-
-    class SmoothedCrossEntropy(keras.losses.Loss):
+    class MaskedCrossEntropy(keras.losses.Loss):
         def call(self, y_true, y_pred):  # (B, T) ids, (B, T, V) logits -> (B, T)
-            log_probs = tf.nn.log_softmax(y_pred)
-            nll = -tf.gather(log_probs, tf.cast(y_true, tf.int32), batch_dims=2)
-            return (1.0 - label_smoothing) * nll - label_smoothing * tf.reduce_mean(log_probs, axis=-1)
+            return token_losses(y_true, y_pred, label_smoothing)
 
-    return SmoothedCrossEntropy(reduction="mean_with_sample_weight", name="smoothed_cross_entropy")
+    return MaskedCrossEntropy(reduction="mean_with_sample_weight", name="masked_cross_entropy")
 
 
-def tune_cider(model, features: np.ndarray, references: list[list[str]], vocab: Vocabulary,
-               batch_size: int = 100) -> float:
-    """Greedy CIDEr-D of ``model`` on held-out images (features (N, ...), their reference captions)."""
-    from pycocoevalcap.cider.cider import Cider
-
-    from ..serving.decoders import make_stepper
-    from ..serving.decoding import greedy_decode
-
-    stepper = make_stepper(model)
-    predictions = []
-    for i in range(0, len(features), batch_size):
-        hyps = greedy_decode(stepper, features[i:i + batch_size].astype(np.float32), vocab.start_id, vocab.end_id)
-        predictions += [vocab.decode(h.ids) or "<empty>" for h in hyps]
-    gts = {i: refs for i, refs in enumerate(references)}
-    return float(Cider().compute_score(gts, {i: [p] for i, p in enumerate(predictions)})[0])
-
-
-def _tune_callback(features, references, vocab, folder: Path, log):
-    """A Keras callback: after each epoch, score the held-out images, log ``tune_cider`` and keep the weights."""
-    import keras
-
-    class TuneCider(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            score = tune_cider(self.model, features, references, vocab)
-            if logs is not None:
-                logs["tune_cider"] = score
-            self.model.save_weights(folder / f"epoch{epoch + 1:03d}.weights.h5")
-            log(f"epoch {epoch + 1}: greedy CIDEr on held-out training images {score:.4f}")
-
-    return TuneCider()
-
-
-def average_weights(model, paths: list[Path]) -> list[np.ndarray]:
-    """The element-wise mean of several saved weight sets of ``model`` (checkpoint averaging)."""
-    total = None
-    for path in paths:
-        model.load_weights(path)
-        weights = model.get_weights()
-        total = weights if total is None else [t + w for t, w in zip(total, weights)]
-    return [t / len(paths) for t in total]
+def selector_for(cfg: TrainConfig, held_out: bool) -> Selector:
+    """The selector ``cfg`` asks for: held-out greedy CIDEr with checkpoint averaging when there are
+    held-out images and ``select_on`` is "tune_cider", else dev loss; patience and LR halving from ``cfg``."""
+    common = dict(patience=cfg.patience, lr_patience=cfg.lr_patience, lr_factor=0.5, min_lr=1e-5)
+    if cfg.select_on == "tune_cider" and held_out:
+        return Selector("tune_cider", "max", average_best=cfg.average_best, **common)
+    return Selector("val_loss", "min", **common)
 
 
 def train(dataset: CaptionDataset, features_by_name: dict[str, np.ndarray], cfg: TrainConfig, out_dir: Path,
-          log=print, strategy=None, augmented_by_name: dict[str, np.ndarray] | None = None) -> dict:
+          log=print, strategy=None, augmented_by_name: dict[str, np.ndarray] | None = None, *,
+          bucket: bool | None = None) -> dict:
     """Fit a decoder; keep the epoch with the best ``cfg.select_on`` (greedy CIDEr on the held-out
     training images, or dev loss), or the average of the best few epochs when that scores higher on
     the held-out images; write the checkpoint folder.
 
     ``strategy``: a ``tf.distribute`` strategy (see ``distributed.py``); ``cfg.batch_size`` is then the
-    global batch, split across replicas. ``augmented_by_name``: features of the training images'
-    augmented copies (used when ``cfg.augment`` > 0). Returns the training summary (also saved as ``training.json``).
+    global batch, split across replicas. One process and many workers run the same loop
+    (``engine.run_epochs``) with the same objective and selector. ``bucket``: length-bucketed batches
+    (default: with one worker only; several workers need fixed shapes, and then each epoch is a fixed
+    number of steps over repeating data). ``augmented_by_name``: features of the training images'
+    augmented copies (used when ``cfg.augment`` > 0). Returns the training summary (also saved as
+    ``training.json``).
     """
     import keras
     import tensorflow as tf
@@ -212,37 +173,38 @@ def train(dataset: CaptionDataset, features_by_name: dict[str, np.ndarray], cfg:
     train_names = [n for n in dataset.split_names("train") if n in features_by_name]
     dev_names = [n for n in dataset.split_names("dev") if n in features_by_name]
     train_names, tune_names = hold_out(train_names, cfg.tune_images, cfg.seed)
-    (out_dir / TUNE_FILE).write_text("".join(f"{n}\n" for n in tune_names), encoding="utf-8")
+    mf.write_tune_images(out_dir, tune_names)
     if not train_names or not dev_names:
         raise ValueError(f"need features for train and dev images (have {len(train_names)} / {len(dev_names)})")
     vocab = Vocabulary.fit((c for n in train_names for c in dataset.captions[n]), cfg.min_word_count)
     log(f"vocabulary: {len(vocab)} words (seen >= {cfg.min_word_count} times in {len(train_names)} training images)")
 
     _, n_workers = cluster_spec()
-
+    bucket = n_workers == 1 if bucket is None else bucket
+    if bucket and n_workers > 1:
+        raise ValueError("several workers need fixed-shape batches (bucket=False): each must run the same steps")
     if cfg.augment and not augmented_by_name:
         raise ValueError("cfg.augment is set but no augmented features were given")
 
-    def split_data(names, shuffle, augment=False):
+    def batches(names, shuffle, augment=False) -> tuple[Batches, int]:
         feats = np.stack([features_by_name[n] for n in names])
         idx, seqs = encode_captions(dataset, names, vocab, cfg.max_caption_words)
         views = (AugmentedViews.build(names, feats, augmented_by_name, vocab, cfg.seed, cfg.augment)
                  if augment and cfg.augment else None)
-        ds = make_dataset(feats, idx, seqs, cfg.batch_size, shuffle, cfg.seed, bucket=n_workers == 1,
-                          augmented=views)
-        # Workers must run the same number of steps; length buckets make the batch count vary, so
-        # with several workers the data repeats and each epoch is a fixed number of steps.
-        steps = max(1, len(seqs) // cfg.batch_size // n_workers) if n_workers > 1 else None
-        return (ds.repeat() if steps else ds), len(seqs), steps
+        ds = make_dataset(feats, idx, seqs, cfg.batch_size, shuffle, cfg.seed, bucket=bucket, augmented=views)
+        if bucket:
+            return Batches(ds), len(seqs)
+        # fixed shapes: the data repeats and an epoch is every full global batch once (drop_remainder)
+        if len(seqs) < cfg.batch_size:
+            raise ValueError(f"{len(seqs)} captions are fewer than one batch of {cfg.batch_size}")
+        return Batches(ds.repeat(), len(seqs) // cfg.batch_size), len(seqs)
 
-    train_ds, n_train, train_steps = split_data(train_names, True, augment=True)
-    dev_ds, n_dev, dev_steps = split_data(dev_names, False)
+    train_batches, n_train = batches(train_names, True, augment=True)
+    dev_batches, n_dev = batches(dev_names, False)
     log(f"captions: {n_train} train, {n_dev} dev; {strategy.num_replicas_in_sync} replica(s), {n_workers} worker(s)")
     with strategy.scope():
         model = build_model(len(vocab), cfg)
-        model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate, clipnorm=5.0),
-                      # mean over real (unpadded) words, so the loss reads as cross-entropy per word
-                      loss=make_loss(cfg.label_smoothing), weighted_metrics=[])
+    steps = teacher_forcing_steps(model, cfg, strategy)
     if cfg.embedding_init == "word2vec":
         from .embeddings import word2vec_matrix
 
@@ -251,68 +213,59 @@ def train(dataset: CaptionDataset, features_by_name: dict[str, np.ndarray], cfg:
         model.get_layer("embedding").embeddings.assign(table)
         log(f"embedding initialised from Word2Vec on the training captions ({coverage:.0%} of words)")
     log(f"decoder: {model.count_params():,} parameters")
-    start = time.perf_counter()
-    if n_workers > 1:
-        losses = fit_distributed(model, train_ds, dev_ds, cfg.epochs, train_steps, dev_steps, cfg.patience,
-                                 strategy, log)
-    else:
-        import shutil
 
-        epochs_dir = out_dir / ".epochs"  # every epoch's weights, for selection and averaging
-        shutil.rmtree(epochs_dir, ignore_errors=True)
-        epochs_dir.mkdir()
-        use_tune = cfg.select_on == "tune_cider" and bool(tune_names)
-        monitor, mode = ("tune_cider", "max") if use_tune else ("val_loss", "min")
-        tune_feats = np.stack([features_by_name[n] for n in tune_names]) if tune_names else None
+    selector = selector_for(cfg, bool(tune_names))
+    use_tune = selector.metric == "tune_cider"
+    score_held_out = None  # () -> greedy CIDEr of the model as it stands on the held-out images
+    if use_tune:
+        stepper = make_stepper(model, cfg.decoder)  # reads the model's variables: always the current weights
+        tune_feats = np.stack([features_by_name[n] for n in tune_names])  # (N_tune, ...)
         tune_refs = [dataset.captions[n] for n in tune_names]
-        callbacks = [
-            _tune_callback(tune_feats, tune_refs, vocab, epochs_dir, log) if use_tune else
-            keras.callbacks.ModelCheckpoint(epochs_dir / "epoch{epoch:03d}.weights.h5", save_weights_only=True),
-            keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.patience),
-            *([keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5, patience=cfg.lr_patience,
-                                                 min_lr=1e-5)] if cfg.lr_patience else []),
-            keras.callbacks.CSVLogger(out_dir / "history.csv"),
-        ]
-        losses = model.fit(train_ds, validation_data=dev_ds, epochs=cfg.epochs, callbacks=callbacks,
-                           verbose=2 if not sys.stderr.isatty() else 1).history
-        scores = losses[monitor]
-        ranked = sorted(range(len(scores)), key=lambda i: scores[i], reverse=mode == "max")
-        paths = [epochs_dir / f"epoch{i + 1:03d}.weights.h5" for i in ranked]
-        model.load_weights(paths[0])
-        if use_tune and cfg.average_best > 1 and len(paths) > 1:
-            best_weights = model.get_weights()
-            model.set_weights(average_weights(model, paths[:cfg.average_best]))
-            averaged = tune_cider(model, tune_feats, tune_refs, vocab)
-            chosen = "average" if averaged > scores[ranked[0]] else "single"
-            log(f"average of epochs {[i + 1 for i in ranked[:cfg.average_best]]}: held-out CIDEr {averaged:.4f} "
-                f"vs best single epoch {scores[ranked[0]]:.4f}: keeping the {chosen}")
-            losses["averaged_tune_cider"] = averaged
-            losses["averaged_epochs"] = [i + 1 for i in ranked[:cfg.average_best]] if chosen == "average" else []
-            if chosen == "single":
-                model.set_weights(best_weights)
-        shutil.rmtree(epochs_dir, ignore_errors=True)
+
+        def score_held_out() -> float:
+            return held_out_cider(stepper, tune_feats, tune_refs, vocab)
+
+    def score_epoch() -> dict:
+        scores = {"val_loss": steps.evaluate(dev_batches)}
+        if score_held_out is not None:
+            scores["tune_cider"] = score_held_out()
+        return scores
+
+    start = time.perf_counter()
+    history, kept = run_epochs(model, lambda epoch: {"loss": steps.train_epoch(train_batches)}, score_epoch,
+                               selector, cfg.epochs, steps.optimizer, score_held_out, log)
     seconds = time.perf_counter() - start
     save_checkpoint(model, vocab, cfg, out_dir)
-    if "tune_cider" in losses:
-        best_epoch = int(np.argmax(losses["tune_cider"])) + 1
-    else:
-        best_epoch = int(np.argmin(losses["val_loss"])) + 1
     summary = {
-        "train_seconds": round(seconds, 1), "epochs_run": len(losses["loss"]), "best_epoch": best_epoch,
-        "best_val_loss": float(min(losses["val_loss"])), "loss": [float(x) for x in losses["loss"]],
-        "val_loss": [float(x) for x in losses["val_loss"]], "parameters": int(model.count_params()),
+        "train_seconds": round(seconds, 1), "epochs_run": len(history["loss"]), "best_epoch": kept["best_epoch"],
+        "best_val_loss": float(min(history["val_loss"])), "loss": [float(x) for x in history["loss"]],
+        "val_loss": [float(x) for x in history["val_loss"]], "parameters": int(model.count_params()),
         "vocab_size": len(vocab), "train_images": len(train_names), "train_captions": n_train,
         "tune_images": len(tune_names), "peak_rss_mb": round(_peak_rss_mb()), "label_smoothing": cfg.label_smoothing,
-        "selected_on": "tune_cider" if "tune_cider" in losses else "val_loss",
-        **({"tune_cider": [float(x) for x in losses["tune_cider"]]} if "tune_cider" in losses else {}),
-        **({"averaged_tune_cider": losses["averaged_tune_cider"], "averaged_epochs": losses["averaged_epochs"]}
-           if "averaged_epochs" in losses else {}),
+        "selected_on": selector.metric,
+        **({"tune_cider": [float(x) for x in history["tune_cider"]]} if use_tune else {}),
+        **({"averaged_tune_cider": kept["averaged_score"], "averaged_epochs": kept["averaged_epochs"]}
+           if "averaged_epochs" in kept else {}),
+        **run_facts(dataset, tune_names),  # data and machine, for the model card
     }
-    save_json(summary, out_dir / "training.json")
-    plot_curve(summary, out_dir / "training_curve.png")
-    log(f"trained in {seconds / 60:.1f} min; kept epoch {best_epoch} (by {summary['selected_on']}); "
+    mf.write_training(out_dir, summary)
+    write_history(history, out_dir / mf.HISTORY_FILE)
+    plot_curve(summary, out_dir / mf.CURVE_FILE)
+    log(f"trained in {seconds / 60:.1f} min; kept epoch {summary['best_epoch']} (by {summary['selected_on']}); "
         f"best dev loss {summary['best_val_loss']:.4f}")
     return summary
+
+
+def write_history(history: dict[str, list], path: Path) -> None:
+    """One row per trained epoch: epoch, then each figure of ``history`` (loss, val_loss, …)."""
+    import csv
+
+    names = sorted(history)
+    with open(path, "w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(["epoch", *names])
+        for i in range(max(len(v) for v in history.values())):
+            writer.writerow([i + 1, *(history[n][i] if i < len(history[n]) else "" for n in names)])
 
 
 def _peak_rss_mb() -> float:
@@ -320,6 +273,21 @@ def _peak_rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def teacher_forcing_steps(model, cfg: TrainConfig, strategy=None) -> GradientSteps:
+    """The optimizer and compiled cross-entropy steps ``train`` takes for ``cfg`` (the benches time these).
+
+    Adam at ``cfg.learning_rate``; clipping happens in ``GradientSteps``, after the replicas' gradients
+    are summed."""
+    import keras
+    import tensorflow as tf
+
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        optimizer = keras.optimizers.Adam(cfg.learning_rate)
+        optimizer.build(model.trainable_variables)
+    return GradientSteps(model, optimizer, CrossEntropy(cfg.label_smoothing), strategy)
 
 
 def plot_curve(summary: dict, path: Path) -> None:
