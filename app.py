@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 import time
 from pathlib import Path
@@ -17,7 +18,18 @@ from captioner.serving.speech import LANGUAGES, SpeechError, speak  # noqa: E402
 from captioner.serving.weights import WeightsError  # noqa: E402
 
 ASSETS = Path(__file__).parent / "assets"
-SAMPLES = sorted(ASSETS.glob("*.jpg"))
+SAMPLE_KINDS = {"familiar": "Photos like the ones it learned from", "unfamiliar": "Pictures it has never seen the like of"}
+BAND_WORDS = {  # a shape and the words, so the band never rests on colour alone
+    "high": (":material/check_circle:", "High confidence", "green"),
+    "medium": (":material/help:", "Medium confidence", "orange"),
+    "low": (":material/report:", "Low confidence", "red"),
+}
+HOW_SURE = """Every caption comes with a **confidence**: the chance that it is a good description, learned on
+photos held out from training (a caption counts as good when it says what people said about the photo).
+It is put in words: **high** (the caption as it is), **medium** ("Probably …") and **low** ("Maybe …").
+The model learned from about 6,000 photos of people, animals and outdoor scenes (Flickr8k), so pictures
+unlike those (documents, screenshots, charts, drawings, close-ups of objects) get a **warning** before the
+caption, and the caption is always low confidence. The same words are spoken and copied."""
 # svg is accepted only to explain that vector drawings are not supported, rather than hide it in the picker
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "heic", "heif", "avif", "svg"]
 
@@ -77,20 +89,38 @@ def gather_images() -> list[tuple[str, bytes]]:
     if source == "Camera":
         shot = st.camera_input("Take a photo")
         return [("camera photo", shot.getvalue())] if shot else []
-    if not SAMPLES:
+    samples = sample_photos()
+    if not samples:
         st.info("No sample images are installed.")
         return []
-    columns = st.columns(len(SAMPLES))
-    for column, path in zip(columns, SAMPLES):
-        with column:
-            st.image(str(path), width="stretch", alt=f"sample photo {path.stem}")
-            if st.button(f"Use {path.stem}", key=f"sample-{path.stem}", width="stretch"):
-                st.session_state.sample = path.name
+    for kind, title in SAMPLE_KINDS.items():
+        group = [sample for sample in samples if sample["kind"] == kind]
+        if not group:
+            continue
+        st.markdown(f"**{title}**")
+        for column, sample in zip(st.columns(len(group)), group):
+            with column:
+                st.image(str(ASSETS / sample["file"]), width="stretch", alt=f"sample: {sample['what']}")
+                stem = Path(sample["file"]).stem
+                if st.button(f"Use {stem}", key=f"sample-{stem}", width="stretch", help=sample["what"]):
+                    st.session_state.sample = sample["file"]
     chosen = st.session_state.get("sample")
     if chosen and (ASSETS / chosen).is_file():
         st.write(f"Selected sample: **{Path(chosen).stem}**")
         return [(chosen, (ASSETS / chosen).read_bytes())]
     return []
+
+
+@st.cache_data
+def sample_photos() -> list[dict]:
+    """``assets/samples.json``: each sample's file, kind ("familiar" / "unfamiliar") and what it shows."""
+    import json
+
+    try:
+        samples = json.loads((ASSETS / "samples.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [s for s in samples if s.get("kind") in SAMPLE_KINDS and (ASSETS / s.get("file", "")).is_file()]
 
 
 def caption_images(captioner: Captioner, images: list[tuple[str, bytes]], settings: dict) -> list[dict]:
@@ -116,35 +146,64 @@ def caption_images(captioner: Captioner, images: list[tuple[str, bytes]], settin
     return shown
 
 
-def show_result(index: int, item: dict, settings: dict) -> None:
+def sentence(text: str) -> str:
+    """A caption or warning as written prose: capital first letter, full stop."""
+    text = text.strip()
+    return f"{text[:1].upper()}{text[1:]}{'' if text.endswith('.') else '.'}" if text else text
+
+
+def likelihood_words(best, other) -> str:
+    """How much less likely an alternative is than the best caption, in words."""
+    if other is best:
+        return "the best"
+    ratio = math.exp(min(best.log_prob - other.log_prob, 700.0))
+    if ratio < 1.5:
+        return "about as likely"
+    return f"{ratio:,.0f} times less likely" if ratio < 1e6 else "far less likely"
+
+
+def show_confidence(result: CaptionResult, captioner: Captioner) -> None:
+    """The band in words with a shape beside it (never colour alone)."""
+    sure = result.assessment
+    if sure is None:
+        st.caption(f"No confidence for this model: {captioner.confidence_problem}")
+        return
+    icon, words, color = BAND_WORDS[sure.band]
+    st.badge(f"{words}: about {sure.confidence:.0%} chance this description is good", icon=icon, color=color)
+
+
+def show_result(index: int, item: dict, settings: dict, captioner: Captioner) -> None:
     result: CaptionResult = item["result"]
     if not result.ok:
         st.error(f"**{item['name']}** could not be captioned: {result.error}", icon="⚠️")
         return
     best = result.captions[0]
+    said = sentence(result.sentence)  # what is shown as alt text, copied, downloaded and spoken
     left, right = st.columns([2, 3], gap="large")
     with left:
-        st.image(item["thumbnail"], width="stretch", alt=best.text)  # the caption doubles as alt text
+        st.image(item["thumbnail"], width="stretch", alt=said)  # the caption doubles as alt text
     with right:
         st.caption(item["name"])
-        st.markdown(f"### {best.text.capitalize()}.")
-        st.write(f"Took {result.seconds:.2f} s · score {best.score:.2f} (length-normalised log-probability)")
+        if result.warning:
+            st.warning(result.warning, icon=":material/warning:")
+        st.markdown(f"### {sentence(result.hedged)}")
+        show_confidence(result, captioner)
         if len(result.captions) > 1:
-            st.markdown("**Alternatives**")
-            st.table([{"caption": c.text, "probability": f"{c.probability:.2e}", "score": round(c.score, 3)}
-                      for c in result.captions])
+            st.markdown("**Other possible descriptions**")
+            st.table([{"description": c.text, "compared with the first": likelihood_words(best, c)}
+                      for c in result.captions[1:]])
         if item.get("heatmaps"):
             with st.expander("Where the model looked, word by word", expanded=True):
                 words, images = zip(*item["heatmaps"])
                 st.image(list(images), caption=list(words), width=150)
-        text = "\n".join(c.text for c in result.captions)
-        st.code(best.text, language=None)  # has a copy button
+        st.code(said, language=None)  # has a copy button
+        text = "\n".join([said] + [f"Alternative: {c.text}" for c in result.captions[1:]])
         st.download_button("Download caption text", text + "\n", file_name=f"{Path(item['name']).stem}.txt",
                            mime="text/plain", key=f"download-text-{index}")
         speech_key = f"speech-{index}"
         if st.button("Speak caption", key=f"speak-{index}", icon=":material/volume_up:"):
             try:
-                st.session_state[speech_key] = speak(best.text, settings["lang"], settings["engine"])
+                st.session_state[speech_key] = speak(said, settings["lang"], settings["engine"])
             except SpeechError as err:
                 st.session_state[speech_key] = None
                 st.warning(f"The caption could not be spoken: {err}")
@@ -154,11 +213,25 @@ def show_result(index: int, item: dict, settings: dict) -> None:
             st.caption(f"Voice used: {spoken.engine}" + (f" — {'; '.join(spoken.notes)}" if spoken.notes else ""))
             st.download_button("Download audio", spoken.audio, file_name=f"caption.{spoken.extension}",
                                mime=spoken.mime, key=f"download-audio-{index}")
+        with st.expander("Details"):
+            details = {"took (s)": round(result.seconds, 2), "score (length-normalised log-probability)":
+                       round(best.score, 3), "log-probability of the whole caption": round(best.log_prob, 2)}
+            if result.assessment is not None:
+                details.update({"confidence": round(result.assessment.confidence, 3), "band": result.assessment.band,
+                                "in domain": result.assessment.in_domain})
+                if result.assessment.signals is not None:
+                    details.update({f"signal: {k}": v for k, v in result.assessment.signals.to_json().items()})
+            st.json(details)
+            if len(result.captions) > 1:
+                st.table([{"caption": c.text, "score": round(c.score, 3), "log-probability": round(c.log_prob, 2)}
+                          for c in result.captions])
 
 
 def main() -> None:
     st.title("captioner")
     st.write("Describe a photo in words, then hear the description. Images stay in this session's memory.")
+    with st.expander("How sure is it?"):
+        st.markdown(HOW_SURE)
     settings = sidebar()
     if settings["model_dir"] is None:
         st.error("No model found in `models/`. Train one with `python -m captioner train --out models/merge-lstm`.")
@@ -182,7 +255,7 @@ def main() -> None:
         (st.success if n_ok == len(results) else st.warning)(status)
         for index, item in enumerate(results):
             st.divider()
-            show_result(index, item, settings)
+            show_result(index, item, settings, captioner)
 
 
 main()

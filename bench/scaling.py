@@ -62,7 +62,7 @@ def main() -> int:
         model = build_model(len(vocab), cfg)
         steps = teacher_forcing_steps(model, cfg)  # the training loop's own compiled steps
         ds = make_dataset(feats, idx, seqs, cfg.batch_size, True, 0)
-        steps.train_epoch(Batches(ds.take(3)))  # trace the graphs outside the timing
+        steps.train_epoch(Batches(ds.take(20)))  # trace outside the timing (several batch widths: one general trace)
         start = time.perf_counter()
         steps.train_epoch(Batches(ds))
         epoch_s = time.perf_counter() - start
@@ -79,7 +79,9 @@ def main() -> int:
                              "pooled_cache_gb": round(n_images * POOLED_BYTES / 2**30, 2),
                              "spatial_fp16_cache_gb": round(n_images * SPATIAL_FP16_BYTES / 2**30, 1)}
         print(name, json.dumps(projections[name]), flush=True)
-    summary = {"encode_s_per_image": encode_s, "sizes": rows, "seconds_per_caption_epoch": per_caption.tolist(),
+    from captioner.pipeline.machine import describe_machine
+
+    summary = {"machine": describe_machine(), "encode_s_per_image": encode_s, "sizes": rows, "seconds_per_caption_epoch": per_caption.tolist(),
                "projections": projections}
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")

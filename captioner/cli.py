@@ -1,4 +1,4 @@
-"""Command line: ``python -m captioner {caption,evaluate,train,finetune,card,ensemble,weights}``.
+"""Command line: ``python -m captioner {caption,evaluate,train,finetune,card,ensemble,calibrate,weights}``.
 
 Argument parsing only: each command builds its settings (one DecodeConfig for every decoding flag,
 one TrainConfig for every training flag) and calls one library function. Every expected failure
@@ -99,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", type=Path, default=None)
     p.add_argument("--no-eval", action="store_true", help="only write ensemble.json")
 
+    p = sub.add_parser("calibrate", help="fit and measure each model's confidence, bands and out-of-domain check "
+                                         "(training images only; the report is on dev)")
+    from .pipeline.calibrate import add_arguments as add_calibrate_arguments
+
+    add_calibrate_arguments(p)
+
     p = sub.add_parser("weights", help="obtain and verify the Xception ImageNet weights")
     p.add_argument("--weights", type=Path, default=None, help="use this file instead of the cache")
     p.add_argument("--no-download", action="store_true", help="only check the explicit path and the cache")
@@ -114,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"caption": cmd_caption, "evaluate": cmd_evaluate, "train": cmd_train,
                 "finetune": cmd_finetune, "card": cmd_card, "ensemble": cmd_ensemble,
-                "weights": cmd_weights}[args.command](args)
+                "calibrate": cmd_calibrate, "weights": cmd_weights}[args.command](args)
     except (CheckpointError, WeightsError, DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -153,7 +159,9 @@ def cmd_caption(args) -> int:
             elif not result.ok:
                 print(f"error: {result.error}", file=sys.stderr, flush=True)
             else:
-                print(f"{path}: {result.text}", flush=True)
+                sure = result.assessment
+                print(f"{path}: {result.sentence}" + (f"  [{sure.band} confidence, {sure.confidence:.2f}]" if sure else ""),
+                      flush=True)
                 for c in result.captions[1:]:
                     print(f"    alt ({c.score:.3f}): {c.text}", flush=True)
     return 1 if failed else 0
@@ -214,6 +222,12 @@ def cmd_ensemble(args) -> int:
 
     build_ensemble(args.members, args.out, args.data, args.weights, evaluate=not args.no_eval)
     return 0
+
+
+def cmd_calibrate(args) -> int:
+    from .pipeline.calibrate import run
+
+    return run(args)
 
 
 def cmd_weights(args) -> int:

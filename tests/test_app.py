@@ -44,9 +44,11 @@ def test_upload_caption_and_speak(library_captioner):
     at.file_uploader[0].set_value(("cat.jpg", data, "image/jpeg")).run()
     _describe(at)
     [result] = library_captioner.caption([data], library_captioner.default_decode(beam_width=3, n_best=3))
-    assert _captions(at) == [result.captions[0].text]  # the page shows what the library computes
+    assert _captions(at) == [result.hedged.lower()]  # the page shows what the library computes
     assert any("Done: 1 of 1" in s.value for s in at.success)
-    assert len(at.table) == 1  # alternatives with probabilities
+    [alternatives, details] = at.table  # alternatives in words; raw scores inside the details expander
+    assert [row for row in alternatives.value.iloc[:, 0]] == [c.text for c in result.captions[1:]]
+    assert all("less likely" in w or "as likely" in w for w in alternatives.value.iloc[:, 1])
     at.button(key="speak-0").click().run()
     assert not at.exception
     audio = at.get("audio")
@@ -62,7 +64,7 @@ def test_greedy_mode_and_several_files_with_a_bad_one(library_captioner):
                                    ("astronaut.jpg", good, "image/jpeg")]).run()
     _describe(at)
     [greedy] = library_captioner.caption([good], library_captioner.default_decode(beam_width=1))
-    assert _captions(at) == [greedy.captions[0].text]
+    assert _captions(at) == [greedy.hedged.lower()]
     errors = [e.value for e in at.error]
     assert len(errors) == 1 and "notes.png" in errors[0] and "not a recognised image format" in errors[0]
     assert any("1 of 2" in w.value for w in at.warning)
@@ -137,3 +139,44 @@ def test_attention_model_shows_a_heatmap_per_word(tmp_path, monkeypatch):
     shown = overlays.proto.imgs
     assert len(shown) == len(caption.split()) >= 1
     assert [i.caption for i in shown] == caption.split()
+
+
+def _band_badges(at) -> list[str]:
+    """The confidence badges' text ("High confidence: about 71% chance …")."""
+    return [m.value for m in at.markdown if "confidence: about" in m.value]
+
+
+def test_unfamiliar_sample_shows_the_warning_and_a_low_band(library_captioner):
+    """A generated text page: the warning comes first, the caption is hedged, the band is said in words."""
+    at = _app()
+    at.radio[0].set_value("Sample").run()
+    at.button(key="sample-text-page").click().run()
+    _describe(at)
+    [result] = library_captioner.caption([ASSETS / "text-page.png"], library_captioner.default_decode(beam_width=3))
+    assert result.assessment is not None and not result.assessment.in_domain
+    warnings = [w.value for w in at.warning]
+    assert any(w.startswith("This doesn't look like the photos I learned from") for w in warnings)
+    assert _captions(at) == [result.hedged.lower()] and _captions(at)[0].startswith("maybe ")
+    [badge] = _band_badges(at)
+    assert "Low confidence" in badge and ":material/report:" in badge  # a shape as well as a colour
+    assert at.code[0].value.startswith("This doesn't look like")  # the copy text says the warning too
+    at.button(key="speak-0").click().run()
+    spoken = at.session_state["speech-0"].text
+    assert spoken.startswith("This doesn't look like") and "Maybe " in spoken  # the warning first, then the hedge
+    assert len(at.get("audio")) == 1
+
+
+def test_familiar_sample_is_labelled_and_not_warned(library_captioner):
+    at = _app()
+    at.radio[0].set_value("Sample").run()
+    labels = [m.value for m in at.markdown]
+    assert "**Photos like the ones it learned from**" in labels and "**Pictures it has never seen the like of**" in labels
+    at.button(key="sample-cameraman").click().run()
+    _describe(at)
+    [result] = library_captioner.caption([ASSETS / "cameraman.jpg"], library_captioner.default_decode(beam_width=3))
+    assert result.assessment.in_domain
+    assert not any("doesn't look like" in w.value for w in at.warning)
+    [badge] = _band_badges(at)
+    assert f"{result.assessment.band.capitalize()} confidence" in badge
+    assert f"{result.assessment.confidence:.0%}" in badge
+    assert _captions(at) == [result.hedged.lower()]

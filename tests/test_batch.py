@@ -7,7 +7,7 @@ import json
 import pytest
 
 from captioner import Caption, CaptionResult, DecodeConfig
-from captioner.serving.batch import caption_to_file, done_images, iter_images
+from captioner.serving.batch import CSV_FIELDS, caption_to_file, done_images, iter_images
 from captioner.serving.images import ImageError, load_image
 
 
@@ -67,7 +67,7 @@ def test_csv_output(photo_tree, tmp_path):
     out = tmp_path / "captions.csv"
     caption_to_file(FakeCaptioner(), [photo_tree], out, progress=False)
     rows = list(csv.DictReader(out.open()))
-    assert len(rows) == 4 and set(rows[0]) == {"image", "caption", "score", "error"}
+    assert len(rows) == 4 and set(rows[0]) == set(CSV_FIELDS)
     assert caption_to_file(FakeCaptioner(), [photo_tree], out, progress=False).skipped == 4
 
 

@@ -71,8 +71,14 @@ def test_cli_json_reports_bad_files_and_still_captions_the_rest(tmp_path, model)
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert [set(line) for line in lines] == [{"image", "caption", "score"}, {"image", "error"}, {"image", "error"}]
-    assert len(lines[0]["caption"].split()) >= 3
+    honest = {"confidence", "band", "in_domain", "reason"}  # the folder's calibration (issue: honest captions)
+    assert [set(line) for line in lines] == [{"image", "caption", "model_caption", "score"} | honest,
+                                             {"image", "error"}, {"image", "error"}]
+    assert len(lines[0]["model_caption"].split()) >= 3
+    assert 0.0 <= lines[0]["confidence"] <= 1.0 and lines[0]["band"] in ("high", "medium", "low")
+    assert lines[0]["in_domain"] is False and "unlike the photos" in lines[0]["reason"]  # a close-up of a cat
+    assert lines[0]["caption"].startswith("This doesn't look like the photos I learned from")
+    assert lines[0]["caption"].endswith(lines[0]["model_caption"])
     assert "broken.jpg" in lines[1]["error"] and "missing.png: file not found" in lines[2]["error"]
 
 
@@ -122,3 +128,32 @@ def test_attention_maps_come_from_the_decode_that_chose_the_words(xception_weigh
     np.testing.assert_allclose(maps.sum(axis=(1, 2)), 1.0, atol=1e-4)
     replay = captioner.stepper.attention(result.features, best.ids, captioner.vocab.start_id)
     np.testing.assert_allclose(maps, replay, atol=1e-5)
+
+
+def test_a_model_folder_without_calibration_still_captions(tmp_path, xception_weights):
+    """No confidence.json: captions come without an assessment, and the reason names the fix."""
+    import shutil
+
+    from captioner import Captioner
+
+    folder = tmp_path / "merge-lstm"
+    shutil.copytree(ROOT / "models" / "merge-lstm", folder)
+    (folder / "confidence.json").unlink()
+    captioner = Captioner.load(folder, allow_download=False)
+    assert captioner.confidence is None and "python -m captioner calibrate" in captioner.confidence_problem
+    [result] = captioner.caption([ASSETS / "cameraman.jpg"])
+    assert result.ok and result.assessment is None and result.sentence == result.text and result.warning is None
+
+
+def test_calibrated_results_carry_the_same_wording_everywhere(captioner):
+    """The library's sentence is the hedged caption after the warning; the record holds the same words."""
+    from captioner.serving.batch import result_record
+    from captioner.serving.confidence import hedge, out_of_domain_warning
+
+    [photo, page] = captioner.caption([ASSETS / "cameraman.jpg", ASSETS / "text-page.png"])
+    assert photo.assessment.in_domain and photo.sentence == hedge(photo.text, photo.assessment.band)
+    assert not page.assessment.in_domain and page.assessment.band == "low"
+    assert page.sentence == f"{out_of_domain_warning()} Maybe {page.text}"
+    record = result_record(ASSETS / "text-page.png", page)
+    assert record["caption"] == page.sentence and record["model_caption"] == page.text
+    assert record["in_domain"] is False and record["band"] == "low" and "unlike the photos" in record["reason"]

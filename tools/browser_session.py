@@ -98,6 +98,8 @@ def caption_in_browser(driver, url: str, image: Path, speak: bool = True, timeou
     result = {"caption": heading.text.strip().rstrip(".").lower(), "caption_s": time.perf_counter() - start}
     img = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "[data-testid='stImage'] img")))
     result["alt"] = img.get_attribute("alt")
+    warnings = driver.find_elements(By.XPATH, "//p[contains(text(), \"doesn't look like the photos\")]")
+    result["warning"] = warnings[0].text if warnings else ""  # the out-of-domain warning above the caption
     if speak:
         start = time.perf_counter()
         click_button(driver, wait, "Speak caption")

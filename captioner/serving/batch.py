@@ -17,7 +17,7 @@ from ..config import DecodeConfig
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif",
                   ".svg"}  # SVG is picked up so that each one gets its "not supported" line
-CSV_FIELDS = ("image", "caption", "score", "error")
+CSV_FIELDS = ("image", "caption", "confidence", "band", "in_domain", "reason", "model_caption", "score", "error")
 
 
 @dataclass
@@ -44,12 +44,18 @@ def iter_images(inputs: Iterable[Path]) -> Iterator[Path]:
 def result_record(path: Path, result) -> dict:
     """The JSON object for one image: what ``caption --json`` prints and ``--out`` files hold.
 
-    ``{"image", "caption", "score"}`` (plus ``"alternatives"`` when several captions were asked for),
-    or ``{"image", "error"}``.
+    ``"caption"`` is the sentence as the page shows and speaks it (hedged by its band, after the
+    out-of-domain warning), ``"model_caption"`` the decoder's own words, ``"score"`` their ranking score;
+    with a calibrated model also ``"confidence"`` (0-1), ``"band"`` (high / medium / low),
+    ``"in_domain"`` and ``"reason"`` (why the picture was flagged, else null); ``"alternatives"`` when
+    several captions were asked for. An image that failed: ``{"image", "error"}``.
     """
     if not result.ok:
         return {"image": str(path), "error": result.error}
-    record = {"image": str(path), "caption": result.text, "score": round(result.captions[0].score, 4)}
+    record = {"image": str(path), "caption": result.sentence}
+    if result.assessment is not None:
+        record.update(result.assessment.to_json())
+    record.update({"model_caption": result.text, "score": round(result.captions[0].score, 4)})
     if len(result.captions) > 1:
         record["alternatives"] = [{"caption": c.text, "score": round(c.score, 4)} for c in result.captions]
     return record

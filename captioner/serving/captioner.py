@@ -3,7 +3,9 @@
     from captioner import Captioner, DecodeConfig
     cap = Captioner.load()
     [result] = cap.caption(["photo.jpg"], DecodeConfig(beam_width=3))
-    print(result.text)
+    print(result.text)        # the caption
+    print(result.sentence)    # as shown and spoken: "Probably a dog runs on the grass"
+    print(result.assessment)  # confidence, band, in_domain, reason (models with a confidence.json)
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from ..config import DecodeConfig
+from .confidence import Assessment, ConfidenceError, ConfidenceModel, hedge, out_of_domain_warning, say
 from .images import ImageError, ImageSource, load_image, preprocess_image, source_name
 
 THUMBNAIL_SIDE = 640  # longest side of ``CaptionResult.thumbnail``
@@ -43,6 +46,7 @@ class CaptionResult:
     seconds: float = 0.0
     features: np.ndarray | None = field(default=None, repr=False)  # kept only when asked for
     thumbnail: object | None = field(default=None, repr=False)  # upright PIL image (<= 640 px), when asked for
+    assessment: Assessment | None = None  # how sure the best caption is (None: the model has no calibration)
 
     @property
     def ok(self) -> bool:
@@ -50,19 +54,45 @@ class CaptionResult:
 
     @property
     def text(self) -> str:
+        """The best caption, as the decoder wrote it."""
         return self.captions[0].text if self.captions else ""
+
+    @property
+    def hedged(self) -> str:
+        """The best caption in its band's words: as it is (high), "Probably …" (medium), "Maybe …" (low)."""
+        if not self.captions or self.assessment is None:
+            return self.text
+        return hedge(self.text, self.assessment.band)
+
+    @property
+    def warning(self) -> str | None:
+        """The out-of-domain warning to show and say before the caption, or None."""
+        if self.assessment is None or self.assessment.in_domain:
+            return None
+        return out_of_domain_warning()
+
+    @property
+    def sentence(self) -> str:
+        """The best caption as it is shown, spoken and written everywhere: the hedged caption, after the
+        out-of-domain warning when there is one."""
+        if not self.captions or self.assessment is None:
+            return self.text
+        return say(self.text, self.assessment)
 
 
 class Captioner:
     """Encoder + decoder + vocabulary, loaded once and reused for every image."""
 
-    def __init__(self, encoder, checkpoint):
+    def __init__(self, encoder, checkpoint, confidence: ConfidenceModel | None = None,
+                 confidence_problem: str | None = None):
         from .decoders import checkpoint_stepper
 
         self.encoder = encoder
         self.checkpoint = checkpoint
         self.vocab = checkpoint.vocab
         self.stepper = checkpoint_stepper(checkpoint)
+        self.confidence = confidence  # None: captions come without an assessment
+        self.confidence_problem = confidence_problem  # why there is no confidence model (for the page and CLI)
 
     @property
     def feature_kind(self) -> str:
@@ -102,7 +132,15 @@ class Captioner:
         from .model_folder import load_checkpoint
 
         checkpoint = load_checkpoint(model_dir)
-        return cls(XceptionEncoder.load(weights, allow_download=allow_download), checkpoint)
+        confidence, problem = load_confidence(checkpoint.folder)
+        return cls(XceptionEncoder.load(weights, allow_download=allow_download), checkpoint, confidence, problem)
+
+    def assess(self, features: np.ndarray, captions: Sequence[Caption]) -> list[Assessment | None]:
+        """How sure each picture's chosen caption is: ``features`` as ``encode`` returns them (B, ...),
+        one Caption per picture. Nones when the model folder has no calibration."""
+        if self.confidence is None:
+            return [None] * len(captions)
+        return self.confidence.assess(features, captions)
 
     def caption_features(self, features: np.ndarray, decode: DecodeConfig | None = None,
                          keep_attention: bool = False) -> list[list[Caption]]:
@@ -159,11 +197,22 @@ class Captioner:
             start = time.perf_counter()
             features = self.encode(np.stack(pixels))
             captions = self.caption_features(features, decode, keep_attention)
+            assessments = self.assess(features, [caps[0] for caps in captions])
             if keep_features:
                 for index, f in zip(readable, features):
                     results[index].features = f
             share = (time.perf_counter() - start) / len(readable)
-            for index, caps in zip(readable, captions):
+            for index, caps, assessment in zip(readable, captions, assessments):
                 results[index].captions = caps
+                results[index].assessment = assessment
                 results[index].seconds += share
         return results
+
+
+def load_confidence(model_dir: Path) -> tuple[ConfidenceModel | None, str | None]:
+    """The folder's confidence model, or (None, why not): a missing or broken calibration never stops
+    captioning; callers show the reason instead of a confidence."""
+    try:
+        return ConfidenceModel.load(model_dir), None
+    except ConfidenceError as err:
+        return None, str(err)

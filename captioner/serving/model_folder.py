@@ -40,6 +40,10 @@ METRICS_FILE = "metrics.json"
 CARD_FILE = "MODEL_CARD.md"
 CURVE_FILE = "training_curve.png"
 HISTORY_FILE = "history.csv"
+CONFIDENCE_FILE = "confidence.json"  # the folder's calibrator (serving/confidence.py)
+# shared by every folder of a models root, found through the calibrator's relative paths
+DOMAIN_FILE = "domain.json"  # the out-of-domain check (serving/domain.py)
+NEIGHBOURS_FILE = "neighbours.json"  # training photos' coordinates and hashed caption n-grams (serving/confidence.py)
 DEFAULT_MODEL_NAME = "merge-ensemble"  # chosen by docs/SELECTION.md
 MODELS_ENV = "CAPTIONER_MODELS"
 

@@ -31,6 +31,7 @@ class Speech:
     mime: str  # "audio/mpeg" (gTTS) or "audio/wav" (espeak-ng)
     engine: str  # which voice was used, to show the user
     notes: tuple[str, ...] = ()  # e.g. why the online voice was not used
+    text: str = ""  # what was said
 
     @property
     def extension(self) -> str:
@@ -134,12 +135,12 @@ def speak(text: str, lang: str = "en", engine: str = "auto", timeout: float = GT
     result = None
     if engine in ("auto", "gtts"):
         try:
-            result = Speech(online(text, lang, timeout), "audio/mpeg", "gTTS (Google, online)")
+            result = Speech(online(text, lang, timeout), "audio/mpeg", "gTTS (Google, online)", text=text)
         except Exception as err:  # gTTSError, requests errors, timeouts, ValueError for a language
             notes.append(f"online voice unavailable ({_short(err)})")
     if result is None and engine in ("auto", "espeak"):
         try:
-            result = Speech(offline(text, lang), "audio/wav", "espeak-ng (offline)", tuple(notes))
+            result = Speech(offline(text, lang), "audio/wav", "espeak-ng (offline)", tuple(notes), text)
         except Exception as err:  # missing library, unknown voice, synthesis failure
             notes.append(f"offline voice unavailable ({_short(err)})")
     if result is None:
