@@ -196,7 +196,7 @@ def show_result(index: int, item: dict, settings: dict, captioner: Captioner) ->
             with st.expander("Where the model looked, word by word", expanded=True):
                 words, images = zip(*item["heatmaps"])
                 st.image(list(images), caption=list(words), width=150)
-        st.code(said, language=None)  # has a copy button
+        st.code(said, language=None, wrap_lines=True)  # has a copy button
         text = "\n".join([said] + [f"Alternative: {c.text}" for c in result.captions[1:]])
         st.download_button("Download caption text", text + "\n", file_name=f"{Path(item['name']).stem}.txt",
                            mime="text/plain", key=f"download-text-{index}")

@@ -65,6 +65,8 @@ def test_wheel_holds_every_package_and_the_default_model_with_its_members(wheel)
     for folder in [default] + (mf.ensemble_members(default) if mf.is_ensemble_folder(default) else []):
         expected = {f"captioner/models/{folder.name}/{name}" for name in _model_files(folder)}
         assert expected and expected - names == set()
+    shared = {f"captioner/models/{name}" for name in (mf.DOMAIN_FILE, mf.NEIGHBOURS_FILE)}  # the confidence model's
+    assert shared - names == set()
     assert not any(n.startswith(("models/", "tests/")) for n in names)
 
 
@@ -80,14 +82,17 @@ Image.new("RGB", (96, 72), (40, 120, 200)).save("x.jpg")
 cap = Captioner.load()
 print("MODEL", cap.checkpoint.folder.resolve())
 print("MEMBERS", *[m.folder.resolve() for m in cap.checkpoint.members])
-print("TEXT", cap.caption(["x.jpg"])[0].text)
+[result] = cap.caption(["x.jpg"])
+print("TEXT", result.text)
+print("BAND", result.assessment.band if result.assessment else cap.confidence_problem)
 """
     out = _python(code, site, tmp_path).stdout
-    lines = dict(line.split(" ", 1) for line in out.splitlines() if line.split(" ", 1)[0] in ("MODEL", "MEMBERS", "TEXT"))
+    lines = dict(line.split(" ", 1) for line in out.splitlines() if line.split(" ", 1)[0] in ("MODEL", "MEMBERS", "TEXT", "BAND"))
     models = (site / "captioner" / "models").resolve()
     assert Path(lines["MODEL"]) == models / mf.DEFAULT_MODEL_NAME
     assert all(Path(m).parent == models for m in lines["MEMBERS"].split())  # "../merge-lstm" stays inside
     assert lines["TEXT"].strip()
+    assert lines["BAND"] in ("high", "medium", "low"), lines["BAND"]  # the calibration travels with the model
 
 
 def test_installed_copy_without_models_or_data_names_where_it_looked(site, tmp_path):

@@ -31,7 +31,10 @@ def streamlit_server(log_name: str = "streamlit.log", start_timeout: float = 120
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                                  "--server.address", "127.0.0.1", "--server.headless", "true",
-                                 "--browser.gatherUsageStats", "false"], cwd=ROOT, stdout=log,
+                                 "--browser.gatherUsageStats", "false",
+                                 # no source watching: a served page never reloads, and watching the whole
+                                 # checkout can overflow inotify while tests write files (the server then spins)
+                                 "--server.fileWatcherType", "none"], cwd=ROOT, stdout=log,
                                 stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
         url = f"http://127.0.0.1:{port}"
         try:

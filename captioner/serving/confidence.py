@@ -41,7 +41,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .domain import DomainCheck, DomainError, unit_rows
+from .domain import DomainCheck, DomainError, require_format, unit_rows
 from .model_folder import CONFIDENCE_FILE, DOMAIN_FILE, NEIGHBOURS_FILE
 
 CONFIDENCE_FORMAT = "captioner-confidence"
@@ -578,10 +578,7 @@ class Calibrator:
 
     @classmethod
     def from_json(cls, data: dict, source: str = "calibrator") -> "Calibrator":
-        if not isinstance(data, dict) or data.get("format") != CONFIDENCE_FORMAT:
-            raise ConfidenceError(f"{source}: not a captioner calibration file (format {CONFIDENCE_FORMAT!r})")
-        if data.get("version") != VERSION:
-            raise ConfidenceError(f"{source}: version {data.get('version')!r} is not supported (expected {VERSION})")
+        require_format(data, CONFIDENCE_FORMAT, VERSION, "calibration file", source, ConfidenceError)
         try:
             return cls(list(data["features"]), list(data["transforms"]), [float(x) for x in data["center"]],
                        [float(x) for x in data["scale"]], [float(x) for x in data["coef"]], float(data["intercept"]),

@@ -39,6 +39,14 @@ OUT_OF_DOMAIN_REASON = ("unlike the photos the model learned from (distance {dis
                         "photos, above the threshold {threshold:.3f})")
 
 
+def require_format(data, fmt: str, version: int, what: str, source: str, error: type[Exception]) -> None:
+    """Raise ``error`` naming ``source`` unless ``data`` is a JSON object of format ``fmt`` at ``version``."""
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise error(f"{source}: not a captioner {what} (format {fmt!r} expected)")
+    if data.get("version") != version:
+        raise error(f"{source}: version {data.get('version')!r} is not supported (expected {version})")
+
+
 class DomainError(ValueError):
     """A domain-check file that cannot be used; the message names the file and the problem."""
 
@@ -135,10 +143,7 @@ class DomainCheck:
 
     @classmethod
     def from_json(cls, data: dict, source: str = "domain check") -> "DomainCheck":
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise DomainError(f"{source}: not a captioner domain-check file (format {FORMAT!r} expected)")
-        if data.get("version") != VERSION:
-            raise DomainError(f"{source}: version {data.get('version')!r} is not supported (expected {VERSION})")
+        require_format(data, FORMAT, VERSION, "domain-check file", source, DomainError)
         try:
             mean, components = decode_array(data["mean"]), decode_array(data["components"])
             threshold = float(data["threshold"])
