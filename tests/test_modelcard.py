@@ -128,3 +128,24 @@ def test_ensemble_card_from_files_takes_the_members_facts(tmp_path):
     assert "python -m captioner ensemble models/lstm models/gru --out models/pair --data DATA" in card
     assert "Flickr8k" not in card and json.loads((folder / mf.ENSEMBLE_FILE).read_text())["members"] == ["../lstm",
                                                                                                           "../gru"]
+
+
+def test_card_states_the_calibration_and_its_dev_figures(tmp_path):
+    """The "How sure it is" section comes from confidence.json; without one, the card says how to fit it."""
+    from captioner.pipeline.modelcard import confidence_section
+    from captioner.serving.confidence import Calibrator
+
+    assert "python -m captioner calibrate --model models/" in confidence_section(tmp_path)
+    info = {"fitted_on": "300 held-out training images", "tool": "logistic regression",
+            "dev": {"images": 1000, "good_share": 0.41, "ece": 0.0412,
+                    "bands": {"high": {"share": 0.317, "mean_coco_cider": 0.767, "good_share": 0.8},
+                              "medium": {"share": 0.361, "mean_coco_cider": 0.45, "good_share": 0.4},
+                              "low": {"share": 0.322, "mean_coco_cider": 0.217, "good_share": 0.1}},
+                    "high_over_low_coco_cider": 3.53, "score_terciles_ratio": 2.69, "photos_flagged": 0.022,
+                    "nonphotos": 240, "nonphotos_flagged": 0.983, "roc_auc": 0.998,
+                    "command": "python -m captioner calibrate --all --report-only --out runs/calibration"}}
+    Calibrator(["score"], ["identity"], [0.0], [1.0], [1.0], 0.0, 0.6, 0.25, info=info).save(tmp_path / mf.CONFIDENCE_FILE)
+    text = confidence_section(tmp_path)
+    assert "high >= 0.6, low < 0.25" in text and "| expected calibration error (10 bins) | 0.041 |" in text
+    assert "31.7% / 36.1% / 32.2%" in text and "3.53x" in text and "98.3% of 240" in text
+    assert "Reproduce: `python -m captioner calibrate --all --report-only" in text

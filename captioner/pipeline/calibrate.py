@@ -584,7 +584,26 @@ def run(args: argparse.Namespace) -> int:
         text = markdown(summary)
         (out / f"{folder.name}.md").write_text(text + "\n", encoding="utf-8")
         print(text + "\n", flush=True)
+        record_dev_report(folder, model.calibrator, summary)
     return 0
+
+
+def record_dev_report(folder: Path, calibrator: Calibrator, summary: dict) -> None:
+    """Keep the dev figures beside the calibrator they measure (``confidence.json``'s ``info.dev``), so the
+    model card can state them; the machine is recorded for completeness (the figures do not depend on it)."""
+    from .machine import describe_machine
+
+    dev, domain = summary["dev"], summary["domain"]
+    calibrator.info["dev"] = {
+        "images": dev["n"], "good_share": dev["good_share"], "ece": dev["ece"],
+        "bands": {band: {k: dev["bands"][band][k] for k in ("share", "mean_coco_cider", "good_share")}
+                  for band in ("high", "medium", "low")},
+        "high_over_low_coco_cider": dev["bands"]["high_over_low_mean_coco_cider"],
+        "score_terciles_ratio": dev["score_terciles_ratio"],
+        "photos_flagged": round(domain["dev_flagged"], 4), "nonphotos": domain["nonphotos"],
+        "nonphotos_flagged": round(domain["nonphotos_flagged"], 4), "roc_auc": round(domain["roc_auc"], 4),
+        "command": summary["command"], "machine": describe_machine()}
+    calibrator.save(folder / CONFIDENCE_FILE)
 
 
 if __name__ == "__main__":

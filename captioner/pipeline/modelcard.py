@@ -353,7 +353,43 @@ def model_card_text(folder: Path, cfg: TrainConfig, training: dict, evaluations:
 |---|---|
 {settings}
 
+{confidence_section(folder)}
 {_limits(data, training.get('train_images'))}"""
+
+
+def confidence_section(folder: Path) -> str:
+    """"## How sure it is": the folder's calibration and its dev figures (``confidence.json``)."""
+    from ..serving.confidence import Calibrator, ConfidenceError
+
+    path = Path(folder) / mf.CONFIDENCE_FILE
+    try:
+        calibrator = Calibrator.load(path)
+    except ConfidenceError:
+        return (f"## How sure it is\nNo confidence calibration: captions come without a confidence. Fit one with "
+                f"`python -m captioner calibrate --model models/{Path(folder).name}`.\n")
+    good = calibrator.good.get("threshold", 0.4)
+    lines = ["## How sure it is",
+             f"Each caption gets a confidence (the chance it is good: per-image CIDEr-D >= {good} against its "
+             f"references), fitted on {calibrator.info.get('fitted_on', 'held-out training images')} by "
+             f"{calibrator.info.get('tool', 'logistic regression')}, over the signals {' and '.join(calibrator.features)}. "
+             f"Bands: high >= {calibrator.high}, low < {calibrator.low} (out-of-domain pictures are always low)."]
+    dev = calibrator.info.get("dev")
+    if dev:
+        b = dev["bands"]
+        lines += ["", f"On **dev** ({dev['images']:,} images, decoded as in `decoding.json`; "
+                      f"{dev['good_share']:.0%} of captions good):", "",
+                  "| | figure |", "|---|---|",
+                  f"| expected calibration error (10 bins) | {dev['ece']:.3f} |",
+                  f"| images in high / medium / low | {b['high']['share']:.1%} / {b['medium']['share']:.1%} / "
+                  f"{b['low']['share']:.1%} |",
+                  f"| mean per-image CIDEr (pycocoevalcap), high vs low | {b['high']['mean_coco_cider']:.3f} vs "
+                  f"{b['low']['mean_coco_cider']:.3f}: {dev['high_over_low_coco_cider']:.2f}x (raw-score terciles "
+                  f"{dev['score_terciles_ratio']:.2f}x) |",
+                  f"| dev photos flagged out of domain | {dev['photos_flagged']:.1%} |",
+                  f"| generated non-photos flagged | {dev['nonphotos_flagged']:.1%} of {dev['nonphotos']} "
+                  f"(ROC AUC {dev['roc_auc']:.3f}) |", "",
+                  f"Reproduce: `{dev['command']}`."]
+    return "\n".join(lines) + "\n"
 
 
 def ensemble_card_text(folder: Path, members: list[dict], evaluations: list[dict], data: dict | None,
@@ -401,4 +437,5 @@ Build the folder (and this card): `python -m captioner ensemble {member_args} --
 Decoding runs every member at each step, so it costs about {len(members)}x a single decoder's steps; the
 Xception encoder, which dominates the time per caption, runs once.
 
+{confidence_section(folder)}
 {_limits(data, train_images)}"""
