@@ -53,6 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decode_args(p)
     p.add_argument("--n-best", type=int, default=1, help="captions per image (default %(default)s)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="with --out: caption in this process (local, the default) or on a Ray cluster (ray; "
+                        "needs `pip install -r requirements-ray.txt`)")
+    p.add_argument("--address", default=None,
+                   help="--engine ray: an existing cluster (auto, HOST:6379 or ray://HOST:10001; default: a "
+                        "private Ray instance on this machine)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="--engine ray: captioning actors, one model and one CPU each (default %(default)s)")
 
     p = sub.add_parser("evaluate", help="BLEU/CIDEr/METEOR/ROUGE-L on a split")
     p.add_argument("--data", type=Path, default=None, help=DATA_HELP)
@@ -143,6 +151,10 @@ def cmd_caption(args) -> int:
     from .serving.batch import caption_paths, caption_to_file, result_record
 
     decode_config(args)  # bad settings are reported before the slow model load
+    if args.engine == "ray":
+        return _caption_on_ray(args)
+    if args.address is not None:
+        raise ValueError("--address only applies to --engine ray")
     captioner = Captioner.load(args.model, args.weights)
     decode = decode_config(args, captioner.checkpoint.length_alpha)
     if args.out:
@@ -165,6 +177,29 @@ def cmd_caption(args) -> int:
                 for c in result.captions[1:]:
                     print(f"    alt ({c.score:.3f}): {c.text}", flush=True)
     return 1 if failed else 0
+
+
+def _caption_on_ray(args) -> int:
+    """``caption --out FILE --engine ray``: the same file as the local engine, captioned by Ray actors."""
+    from .serving.model_folder import read_length_alpha
+    from .serving.ray_batch import RayUnavailable, caption_to_file_ray, import_ray, resolve_model_dir
+
+    if not args.out:
+        raise ValueError("--engine ray writes a file: add --out FILE.jsonl (or .csv)")
+    if args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, not {args.workers}")
+    try:
+        import_ray()  # before anything slow
+    except RayUnavailable as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    folder = resolve_model_dir(args.model)
+    decode = decode_config(args, read_length_alpha(folder))
+    summary = caption_to_file_ray(folder, args.images, args.out, decode, args.batch_size, args.workers,
+                                  args.address, weights=args.weights)
+    print(f"{summary.captioned} captioned, {summary.failed} failed, {summary.skipped} already in {args.out}",
+          file=sys.stderr)
+    return 1 if summary.failed else 0
 
 
 def cmd_evaluate(args) -> int:

@@ -105,13 +105,29 @@ def caption_to_file(captioner, inputs: Iterable[Path], out: Path, decode: Decode
                     batch_size: int = 16, progress: bool = True) -> BatchSummary:
     """Caption every image under ``inputs`` into ``out`` (.jsonl or .csv), skipping ones already there.
     ``decode`` (default: the model's own) is passed whole to ``Captioner.caption``."""
+    out = Path(out)
+    _format(out)
+    done = done_images(out)
+    total = sum(1 for _ in iter_images(inputs))
+    skipped = sum(1 for p in iter_images(inputs) if str(p) in done)
+    batches = ([result_record(path, result) for path, result in zip(chunk, results)]
+               for chunk, results in caption_paths(captioner, inputs, decode, batch_size, done))
+    return write_records(out, batches, total=total, skipped=skipped, progress=progress)
+
+
+def write_records(out: Path, batches: Iterable[list[dict]], total: int | None = None, skipped: int = 0,
+                  progress: bool = True) -> BatchSummary:
+    """Append each batch of ``result_record`` objects to ``out`` (.jsonl or .csv; a header for a new CSV),
+    flushing after every batch, and count them: a record with an ``"error"`` is a failure.
+
+    The one writer behind every engine (``caption_to_file`` here, ``ray_batch.caption_to_file_ray``), so
+    their files are the same. ``total`` and ``skipped`` (images already in the file) drive the progress bar.
+    """
     from tqdm import tqdm
 
     out = Path(out)
     fmt = _format(out)
-    done = done_images(out)
-    total = sum(1 for _ in iter_images(inputs))
-    summary = BatchSummary()
+    summary = BatchSummary(skipped=skipped)
     new_file = not out.is_file() or out.stat().st_size == 0
     _repair_last_line(out)
     with open(out, "a", encoding="utf-8", newline="") as fh, \
@@ -119,19 +135,18 @@ def caption_to_file(captioner, inputs: Iterable[Path], out: Path, decode: Decode
         writer = csv.DictWriter(fh, CSV_FIELDS, extrasaction="ignore") if fmt == "csv" else None
         if writer and new_file:
             writer.writeheader()
-        summary.skipped = sum(1 for p in iter_images(inputs) if str(p) in done)
-        bar.update(summary.skipped)
-        for chunk, results in caption_paths(captioner, inputs, decode, batch_size, done):
-            for path, result in zip(chunk, results):
-                record = result_record(path, result)
+        bar.update(skipped)
+        for records in batches:
+            for record in records:
                 if writer:
                     writer.writerow(record)
                 else:
                     fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-                summary.captioned += result.ok
-                summary.failed += not result.ok
+                failed = "error" in record
+                summary.captioned += not failed
+                summary.failed += failed
             fh.flush()
-            bar.update(len(chunk))
+            bar.update(len(records))
     return summary
 
 
