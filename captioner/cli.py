@@ -1,4 +1,4 @@
-"""Command line: ``python -m captioner {caption,evaluate,train,finetune,card,ensemble,calibrate,weights}``.
+"""Command line: ``python -m captioner {caption,evaluate,train,finetune,card,ensemble,calibrate,serve,write,weights}``.
 
 Argument parsing only: each command builds its settings (one DecodeConfig for every decoding flag,
 one TrainConfig for every training flag) and calls one library function. Every expected failure
@@ -40,6 +40,14 @@ def _add_decode_args(parser: argparse.ArgumentParser) -> None:
                         help="let captions contain <unk>, the rare-word token (off by default)")
 
 
+def _add_writeback_flags(parser: argparse.ArgumentParser, dry_run: bool) -> None:
+    parser.add_argument("--force", action="store_true",
+                        help="replace a description or alt text a person wrote (never done without it)")
+    parser.add_argument("--no-backup", action="store_true", help="exif: keep no photo.jpg.bak of the original")
+    if dry_run:
+        parser.add_argument("--dry-run", action="store_true", help="list what would change and write nothing")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m captioner", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -61,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "private Ray instance on this machine)")
     p.add_argument("--workers", type=int, default=2,
                    help="--engine ray: captioning actors, one model and one CPU each (default %(default)s)")
+    p.add_argument("--write", choices=["xmp", "exif"], default=None,
+                   help="also write each caption where other software reads it: xmp (a photo.jpg.xmp sidecar) or "
+                        "exif (inside the JPEG/PNG, pixels untouched, backup kept); see `write --help`")
+    _add_writeback_flags(p, dry_run=False)
 
     p = sub.add_parser("evaluate", help="BLEU/CIDEr/METEOR/ROUGE-L on a split")
     p.add_argument("--data", type=Path, default=None, help=DATA_HELP)
@@ -113,6 +125,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_calibrate_arguments(p)
 
+    p = sub.add_parser("serve", help="a local HTTP API: captions, speech, models (FastAPI; docs at /docs)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="default %(default)s")
+    _add_model_args(p)
+    p.add_argument("--max-batch", type=int, default=16,
+                   help="images per encoder batch when concurrent requests are gathered; 1 = one request per "
+                        "model call (default %(default)s)")
+
+    p = sub.add_parser("write", help="write captions from a captions file into XMP sidecars, the photos' "
+                                     "EXIF/XMP, or the alt text of HTML/Markdown pages")
+    p.add_argument("target", choices=["xmp", "exif", "alt"],
+                   help="xmp: a photo.jpg.xmp sidecar (safest); exif: inside the JPEG/PNG (a backup is kept); "
+                        "alt: missing/empty alt text of local images in HTML and Markdown pages")
+    p.add_argument("paths", nargs="*", type=Path,
+                   help="xmp/exif: images or folders (default: every image in --captions); alt: the pages or "
+                        "folders of pages")
+    p.add_argument("--captions", type=Path, required=True,
+                   help="a `caption --out` file (.jsonl or .csv); its image paths are relative to where caption ran")
+    _add_writeback_flags(p, dry_run=True)
+
     p = sub.add_parser("weights", help="obtain and verify the Xception ImageNet weights")
     p.add_argument("--weights", type=Path, default=None, help="use this file instead of the cache")
     p.add_argument("--no-download", action="store_true", help="only check the explicit path and the cache")
@@ -120,7 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "write" and not any(e.startswith("-") for e in extra):
+        args.paths += [Path(e) for e in extra]  # `write xmp --captions F a.jpg`: argparse leaves the paths over
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from .pipeline.data import DataError
     from .serving.model_folder import CheckpointError
     from .serving.weights import WeightsError
@@ -128,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"caption": cmd_caption, "evaluate": cmd_evaluate, "train": cmd_train,
                 "finetune": cmd_finetune, "card": cmd_card, "ensemble": cmd_ensemble,
-                "calibrate": cmd_calibrate, "weights": cmd_weights}[args.command](args)
+                "calibrate": cmd_calibrate, "weights": cmd_weights, "write": cmd_write, "serve": cmd_serve}[args.command](args)
     except (CheckpointError, WeightsError, DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -149,10 +186,12 @@ def decode_config(args, length_alpha: float = DecodeConfig.length_alpha) -> Deco
 def cmd_caption(args) -> int:
     from . import Captioner
     from .serving.batch import caption_paths, caption_to_file, result_record
+    from .serving.writeback import write_records
 
     decode_config(args)  # bad settings are reported before the slow model load
     if args.engine == "ray":
-        return _caption_on_ray(args)
+        status = _caption_on_ray(args)
+        return status if status == 2 else max(status, _write_from_file(args))
     if args.address is not None:
         raise ValueError("--address only applies to --engine ray")
     captioner = Captioner.load(args.model, args.weights)
@@ -161,9 +200,12 @@ def cmd_caption(args) -> int:
         summary = caption_to_file(captioner, args.images, args.out, decode, args.batch_size)
         print(f"{summary.captioned} captioned, {summary.failed} failed, {summary.skipped} already in {args.out}",
               file=sys.stderr)
-        return 1 if summary.failed else 0
+        return max(1 if summary.failed else 0, _write_from_file(args))
     failed = 0
     for paths, results in caption_paths(captioner, args.images, decode, args.batch_size):
+        if args.write:
+            failed += _report_writes(write_records([result_record(p, r) for p, r in zip(paths, results)], args.write,
+                                                   _write_options(args)), sys.stderr)
         for path, result in zip(paths, results):
             failed += not result.ok
             if args.json:
@@ -177,6 +219,41 @@ def cmd_caption(args) -> int:
                 for c in result.captions[1:]:
                     print(f"    alt ({c.score:.3f}): {c.text}", flush=True)
     return 1 if failed else 0
+
+
+def _write_options(args):
+    from .serving.writeback import WriteOptions
+
+    return WriteOptions(force=args.force, dry_run=getattr(args, "dry_run", False), backup=not args.no_backup)
+
+
+def _report_writes(results, stream) -> int:
+    """Print one line per file and a summary; the number of files that failed."""
+    counts: dict[str, int] = {}
+    for result in results:
+        counts[result.status] = counts.get(result.status, 0) + 1
+        print(result, file=stream, flush=True)
+    print(", ".join(f"{n} {status}" for status, n in counts.items()) or "nothing to write", file=stream)
+    return counts.get("failed", 0)
+
+
+def _write_from_file(args) -> int:
+    """``caption --out FILE --write TARGET``: write the captions of the images just captioned."""
+    if not args.write:
+        return 0
+    from .serving.writeback import load_captions, write
+
+    return 1 if _report_writes(write(args.write, load_captions(args.out), args.images, _write_options(args)),
+                               sys.stderr) else 0
+
+
+def cmd_write(args) -> int:
+    from .serving.writeback import load_captions, write
+
+    if not args.captions.is_file():
+        raise ValueError(f"{args.captions}: no such captions file")
+    return 1 if _report_writes(write(args.target, load_captions(args.captions), args.paths, _write_options(args)),
+                               sys.stdout) else 0
 
 
 def _caption_on_ray(args) -> int:
@@ -263,6 +340,13 @@ def cmd_calibrate(args) -> int:
     from .pipeline.calibrate import run
 
     return run(args)
+
+
+def cmd_serve(args) -> int:
+    from .serving.api import serve
+
+    serve(args.host, args.port, args.model, args.weights, max_batch=args.max_batch)
+    return 0
 
 
 def cmd_weights(args) -> int:
