@@ -51,7 +51,7 @@ def inputs_table(captioner, folder: Path) -> list[str]:
 
 def faults_table(tmp: Path) -> list[str]:
     from captioner.serving import speech
-    from captioner.serving.model_folder import default_model_dir, load_checkpoint
+    from captioner.serving.model_folder import available_models, is_ensemble_folder, load_checkpoint
     from captioner.serving.vocab import Vocabulary
     from captioner.serving.weights import WEIGHTS_FILENAME, ensure_weights
 
@@ -65,12 +65,13 @@ def faults_table(tmp: Path) -> list[str]:
         rows.append(f"| {label} | {cell(outcome, 300)} |")
 
     attempt("model folder missing", lambda: load_checkpoint(tmp / "no-such-model"))
+    single = next(p for p in available_models() if not is_ensemble_folder(p))  # a folder with its own decoder.keras
     broken = tmp / "broken-model"
-    shutil.copytree(default_model_dir(), broken)
+    shutil.copytree(single, broken)
     (broken / "decoder.keras").write_bytes(b"PK\x03\x04 this is not a model")
     attempt("decoder.keras corrupt", lambda: load_checkpoint(broken))
     mismatched = tmp / "mismatched-model"
-    shutil.copytree(default_model_dir(), mismatched)
+    shutil.copytree(single, mismatched)
     Vocabulary.fit(["only a handful of words here"], min_count=1).save(mismatched / "vocab.json")
     attempt("vocab.json from another checkpoint", lambda: load_checkpoint(mismatched))
     cache = tmp / "cache"
