@@ -27,18 +27,23 @@ class BatchSummary:
     skipped: int = 0  # already in the output file from an earlier run
 
 
-def iter_images(inputs: Iterable[Path]) -> Iterator[Path]:
-    """Files given directly, and image files found recursively (sorted) in folders given."""
+def iter_files(inputs: Iterable[Path], suffixes: set[str]) -> Iterator[Path]:
+    """Files given directly, and files with one of ``suffixes`` found recursively (sorted) in folders given."""
     for item in inputs:
         item = Path(item)
         if item.is_dir():
             for folder, dirs, files in os.walk(item):
                 dirs.sort()
                 for name in sorted(files):
-                    if Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                    if Path(name).suffix.lower() in suffixes:
                         yield Path(folder) / name
         else:
             yield item  # a missing or odd file gets its own error line
+
+
+def iter_images(inputs: Iterable[Path]) -> Iterator[Path]:
+    """Files given directly, and image files found recursively (sorted) in folders given."""
+    return iter_files(inputs, IMAGE_SUFFIXES)
 
 
 def result_record(path: Path, result) -> dict:

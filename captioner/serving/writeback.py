@@ -682,16 +682,10 @@ def write_alt(page: Path, captions: dict[Path, dict], options: WriteOptions = Wr
 
 
 def iter_pages(inputs: Iterable[Path]) -> Iterator[Path]:
-    for item in inputs:
-        item = Path(item)
-        if item.is_dir():
-            for folder, dirs, files in os.walk(item):
-                dirs.sort()
-                for name in sorted(files):
-                    if Path(name).suffix.lower() in PAGE_SUFFIXES:
-                        yield Path(folder) / name
-        else:
-            yield item
+    """Pages given directly, and HTML/Markdown files found recursively (sorted) in folders given."""
+    from .batch import iter_files
+
+    return iter_files(inputs, PAGE_SUFFIXES)
 
 
 # ------------------------------------------------------------------------------------------ dispatch
