@@ -197,6 +197,43 @@ class Bench:
         self.figures["g"] = out
         return out
 
+    def h_encoder_openvino(self):
+        """Encoder on OpenVINO float32 vs TensorFlow float32, side by side: ms per image at batch 1 and 8,
+        feature cosine, identical beam-3 captions (the features this model reads, all the run's images)."""
+        from captioner.serving.encoder import XceptionEncoder
+        from captioner.serving.openvino_encoder import OpenVINOUnavailable
+        from captioner.serving.weights import ensure_weights
+
+        path, digest = ensure_weights(allow_download=False)
+        tf_enc = XceptionEncoder(path, digest, backend="tensorflow")
+        try:
+            ov_enc = XceptionEncoder(path, digest, backend="openvino")
+        except OpenVINOUnavailable as err:
+            self.figures["h"] = {"skipped": str(err)}
+            return self.figures["h"]
+        spatial = self.captioner.feature_kind == "spatial"
+        pixels = self.pixels
+        out = {"images": len(pixels)}
+        for batch in (1, 8):
+            sample = pixels[:10] if batch == 1 else pixels[:32]
+            for label, enc in (("tensorflow", tf_enc), ("openvino", ov_enc)):
+                t, _ = timed(lambda: [enc.encode(sample[i:i + batch], spatial=spatial)
+                                      for i in range(0, len(sample), batch)])
+                out[f"{label}_batch{batch}_ms_per_image"] = 1000 * t / len(sample)
+            out[f"speedup_batch{batch}"] = out[f"tensorflow_batch{batch}_ms_per_image"] / out[f"openvino_batch{batch}_ms_per_image"]
+        f_tf, f_ov = tf_enc.encode(pixels, spatial=spatial), ov_enc.encode(pixels, spatial=spatial)
+        a, b = f_tf.reshape(len(f_tf), -1), f_ov.reshape(len(f_ov), -1)
+        cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+        decode = self.captioner.default_decode(beam_width=3)
+        c_tf = [c[0].text for c in self.captioner.caption_features(f_tf, decode)]
+        c_ov = [c[0].text for c in self.captioner.caption_features(f_ov, decode)]
+        out.update({"min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()),
+                    "max_abs_diff": float(np.abs(a - b).max()),
+                    "identical_captions": float(np.mean([x == y for x, y in zip(c_tf, c_ov)])),
+                    "differing": [[n, x, y] for n, x, y in zip(self.names, c_tf, c_ov) if x != y]})
+        self.figures["h"] = out
+        return out
+
 
 def f_cold_start(model: Path | None = None) -> dict:
     """Fresh process: start to first caption served (library path the app uses), and peak RSS."""
@@ -213,7 +250,7 @@ def f_cold_start(model: Path | None = None) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", default="a,b,c,d,e,f,g")
+    parser.add_argument("--only", default="a,b,c,d,e,f,g,h")
     parser.add_argument("--images", type=int, default=64, help="dev images to use (default %(default)s)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped default)")
@@ -228,7 +265,8 @@ def main() -> int:
     bench = Bench(args.images, args.model)
     figures["model"] = str(bench.captioner.checkpoint.folder)
     for key, fn in (("a", bench.a_reference), ("b", bench.b_beam_vs_greedy), ("c", bench.c_caption_vs_encoder),
-                    ("d", bench.d_throughput), ("e", bench.e_training), ("g", bench.g_encoder_precision)):
+                    ("d", bench.d_throughput), ("e", bench.e_training), ("g", bench.g_encoder_precision),
+                    ("h", bench.h_encoder_openvino)):
         if key in wanted:
             figures[key] = fn()
             print(key, json.dumps(figures[key]), flush=True)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m captioner {caption,evaluate,train,finetune,card,ensemble,calibrate,serve,write,weights}``.
+"""Command line: ``python -m captioner {caption,evaluate,train,finetune,card,ensemble,calibrate,serve,write,weights,info}``.
 
 Argument parsing only: each command builds its settings (one DecodeConfig for every decoding flag,
 one TrainConfig for every training flag) and calls one library function. Every expected failure
@@ -148,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("weights", help="obtain and verify the Xception ImageNet weights")
     p.add_argument("--weights", type=Path, default=None, help="use this file instead of the cache")
     p.add_argument("--no-download", action="store_true", help="only check the explicit path and the cache")
+
+    p = sub.add_parser("info", help="what captions run on here: encoder backend, precision, CPU, versions, model")
+    _add_model_args(p)
+    p.add_argument("--backend", choices=["auto", "openvino", "tensorflow"], default=None,
+                   help="the encoder backend to try (default: $CAPTIONER_BACKEND, else the built-in default)")
     return parser
 
 
@@ -160,13 +165,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from .pipeline.data import DataError
     from .serving.model_folder import CheckpointError
+    from .serving.openvino_encoder import OpenVINOUnavailable
     from .serving.weights import WeightsError
 
     try:
         return {"caption": cmd_caption, "evaluate": cmd_evaluate, "train": cmd_train,
                 "finetune": cmd_finetune, "card": cmd_card, "ensemble": cmd_ensemble,
-                "calibrate": cmd_calibrate, "weights": cmd_weights, "write": cmd_write, "serve": cmd_serve}[args.command](args)
-    except (CheckpointError, WeightsError, DataError, ValueError) as err:
+                "calibrate": cmd_calibrate, "weights": cmd_weights, "write": cmd_write, "serve": cmd_serve,
+                "info": cmd_info}[args.command](args)
+    except (CheckpointError, WeightsError, DataError, ValueError, OpenVINOUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -354,4 +361,13 @@ def cmd_weights(args) -> int:
 
     path, digest = ensure_weights(args.weights, allow_download=not args.no_download)
     print(f"{path}\nsha256 {digest}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .serving.encoder import runtime_info
+
+    for key, value in runtime_info(args.model, args.weights, args.backend).items():
+        if value:
+            print(f"{key}: {value}")
     return 0

@@ -123,8 +123,9 @@ class Captioner:
 
     @classmethod
     def load(cls, model_dir: str | Path | None = None, weights: str | Path | None = None,
-             allow_download: bool = True) -> "Captioner":
-        """Load a model folder (default: the default model) and the Xception encoder.
+             allow_download: bool = True, backend: str | None = None) -> "Captioner":
+        """Load a model folder (default: the default model) and the Xception encoder (on ``backend``:
+        "auto", "openvino" or "tensorflow"; default ``$CAPTIONER_BACKEND``, else the encoder's default).
 
         Raises CheckpointError or WeightsError with a message that says how to fix it.
         """
@@ -133,7 +134,8 @@ class Captioner:
 
         checkpoint = load_checkpoint(model_dir)
         confidence, problem = load_confidence(checkpoint.folder)
-        return cls(XceptionEncoder.load(weights, allow_download=allow_download), checkpoint, confidence, problem)
+        encoder = XceptionEncoder.load(weights, allow_download=allow_download, backend=backend)
+        return cls(encoder, checkpoint, confidence, problem)
 
     def assess(self, features: np.ndarray, captions: Sequence[Caption]) -> list[Assessment | None]:
         """How sure each picture's chosen caption is: ``features`` as ``encode`` returns them (B, ...),

@@ -2,11 +2,32 @@
 2048-d region features that attention decoders look at), compiled once."""
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from ..config import FEATURE_DIM, GRID_SIZE, IMAGE_SIZE
+
+
+BACKENDS = ("auto", "openvino", "tensorflow")
+# What XceptionEncoder.load uses when neither its ``backend`` nor CAPTIONER_BACKEND says otherwise.
+DEFAULT_BACKEND = "auto"  # OpenVINO float32 where it works: same captions, faster (bench figure h)
+SELF_CHECK_COSINE = 0.9999  # "auto" keeps OpenVINO only when its features match TensorFlow's this closely
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def resolve_backend(backend: str | None = None) -> str:
+    """``backend``, else ``$CAPTIONER_BACKEND``, else DEFAULT_BACKEND; ValueError for an unknown name."""
+    choice = (backend or os.environ.get("CAPTIONER_BACKEND") or DEFAULT_BACKEND).strip().lower()
+    if choice not in BACKENDS:
+        raise ValueError(f"encoder backend must be one of {', '.join(BACKENDS)}, not {choice!r}"
+                         + ("" if backend else " (from CAPTIONER_BACKEND)"))
+    return choice
 
 
 def bf16_supported() -> bool:
@@ -23,45 +44,134 @@ class XceptionEncoder:
 
     ``encode`` runs a ``tf.function`` with a fixed input signature, so any batch size reuses
     one traced graph instead of re-tracing (or falling back to ``model.predict`` overheads).
+
+    ``backend``: "tensorflow" (that tf.function), "openvino" (the same model converted to OpenVINO IR,
+    float32; raises OpenVINOUnavailable when it cannot be used) or "auto" (OpenVINO when it imports,
+    converts, compiles and matches TensorFlow on a check image, else TensorFlow with one log line saying
+    why). ``self.backend`` says which one runs; ``self.backend_note`` why, for "auto".
     """
 
-    def __init__(self, weights_path: str | Path, weights_digest: str = "", precision: str = "float32"):
+    def __init__(self, weights_path: str | Path, weights_digest: str = "", precision: str = "float32",
+                 backend: str = "tensorflow", log=_log):
+        if precision not in ("float32", "bfloat16"):
+            raise ValueError(f"precision must be 'float32' or 'bfloat16', not {precision!r}")
+        self.weights_path = Path(weights_path)
+        self.weights_digest = weights_digest
+        self.precision = precision
+        # features differ slightly by precision, so each has its own cache folder (OpenVINO float32 shares
+        # TensorFlow float32's: they agree to float rounding, cosine >= 0.9999999 on Flickr8k dev)
+        self.cache_key = weights_digest[:16] + ("" if precision == "float32" else f"-{precision}")
+        self._model = None
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+        if backend == "tensorflow" or precision != "float32":
+            self._build_tensorflow()  # OpenVINO builds the Keras model only when it must convert or check
+        self.backend, self.backend_note, self._openvino = "tensorflow", "", None
+        if backend == "openvino":
+            if precision != "float32":
+                raise ValueError("the OpenVINO encoder runs float32 only")
+            self._use_openvino(log)
+        elif backend == "auto":
+            self._auto(log)
+
+    def _build_tensorflow(self) -> None:
         import keras
         import tensorflow as tf
 
         from .weights import build_xception
 
-        if precision not in ("float32", "bfloat16"):
-            raise ValueError(f"precision must be 'float32' or 'bfloat16', not {precision!r}")
-        self.weights_digest = weights_digest
-        self.precision = precision
-        # features differ slightly by precision, so each has its own cache folder
-        self.cache_key = weights_digest[:16] + ("" if precision == "float32" else f"-{precision}")
         previous = keras.config.dtype_policy()
-        if precision == "bfloat16":  # weights stay float32; convolutions run in bfloat16
+        if self.precision == "bfloat16":  # weights stay float32; convolutions run in bfloat16
             keras.config.set_dtype_policy("mixed_bfloat16")
         try:
             base = build_xception()
         finally:
             keras.config.set_dtype_policy(previous)
-        base.load_weights(str(weights_path))
+        base.load_weights(str(self.weights_path))
         base.trainable = False
-        self.model = base  # (B, 299, 299, 3) -> (B, 10, 10, 2048)
+        self._model = base  # (B, 299, 299, 3) -> (B, 10, 10, 2048)
         spec = tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.float32)
         # one graph per output kind; pooled = mean over the grid, exactly GlobalAveragePooling2D
-        self._forward = tf.function(
+        self._forward_pooled = tf.function(
             lambda x: tf.reduce_mean(tf.cast(base(x, training=False), tf.float32), axis=[1, 2]),
             input_signature=[spec])
-        self._forward_spatial = tf.function(lambda x: tf.cast(base(x, training=False), tf.float32),
-                                            input_signature=[spec])
+        self._forward_grid = tf.function(lambda x: tf.cast(base(x, training=False), tf.float32),
+                                         input_signature=[spec])
+
+    @property
+    def model(self):
+        """The frozen Keras Xception-notop (built on first use when OpenVINO runs the encoder)."""
+        if self._model is None:
+            self._build_tensorflow()
+        return self._model
+
+    @property
+    def _forward(self):
+        self.model
+        return self._forward_pooled
+
+    @property
+    def _forward_spatial(self):
+        self.model
+        return self._forward_grid
+
+    def _use_openvino(self, log) -> None:
+        from .openvino_encoder import OpenVINOXception
+
+        self._openvino = OpenVINOXception(lambda: self.model, self.weights_digest, log)
+        self.backend = "openvino"
+
+    def _auto(self, log) -> None:
+        """OpenVINO when it works here and agrees with TensorFlow on one check image, else TensorFlow."""
+        from .openvino_encoder import OpenVINOUnavailable
+
+        if self.precision != "float32":
+            why = f"OpenVINO runs float32 only, and {self.precision} was asked for"
+        else:
+            try:
+                self._use_openvino(log)
+                why = self._self_check()
+            except OpenVINOUnavailable as err:
+                why = str(err)
+            except Exception as err:  # anything else OpenVINO raises: TensorFlow still works
+                why = f"OpenVINO failed ({type(err).__name__}: {err})"
+            if why is None:
+                self.backend_note = "auto: OpenVINO float32 matches TensorFlow on the check image"
+                return
+        self.backend, self._openvino = "tensorflow", None
+        self.model  # build it now, so bad weights fail here as they do without OpenVINO
+        self.backend_note = f"auto: TensorFlow, because {why}"
+        log(f"captioner: encoder backend is TensorFlow, because {why}")
+
+    def _self_check(self) -> str | None:
+        """None when OpenVINO's spatial features match TensorFlow's on a fixed image, else why not.
+
+        A pass is recorded beside the IR for this CPU, so later loads of the same IR skip the check."""
+        from .openvino_encoder import checked_here, record_check
+
+        xml = self._openvino.ir_path
+        recorded = checked_here(xml)
+        if recorded is not None and recorded > SELF_CHECK_COSINE:
+            return None
+        pixels = np.random.default_rng(0).uniform(-1, 1, (1, IMAGE_SIZE, IMAGE_SIZE, 3)).astype(np.float32)
+        a = self._forward_spatial(pixels).numpy().ravel().astype(np.float64)
+        b = self._openvino.run(pixels, spatial=True).ravel().astype(np.float64)
+        cos = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
+        if not np.isfinite(cos) or cos <= SELF_CHECK_COSINE:
+            return f"OpenVINO's features differ from TensorFlow's (cosine {cos:.6f} <= {SELF_CHECK_COSINE})"
+        record_check(xml, cos)
+        return None
 
     @classmethod
-    def load(cls, weights: str | Path | None = None, allow_download: bool = True) -> "XceptionEncoder":
-        """Build the encoder from verified weights (see ``weights.ensure_weights``)."""
+    def load(cls, weights: str | Path | None = None, allow_download: bool = True,
+             backend: str | None = None) -> "XceptionEncoder":
+        """Build the encoder from verified weights (see ``weights.ensure_weights``) on ``backend``
+        (default: ``$CAPTIONER_BACKEND``, else DEFAULT_BACKEND)."""
         from .weights import ensure_weights
 
+        backend = resolve_backend(backend)
         path, digest = ensure_weights(weights, allow_download=allow_download)
-        return cls(path, digest)
+        return cls(path, digest, backend=backend)
 
     def encode(self, pixels: np.ndarray, batch_size: int = 32, spatial: bool = False) -> np.ndarray:
         """(N, 299, 299, 3) float32 in [-1, 1] -> (N, 2048) pooled features, or with ``spatial``
@@ -69,7 +179,27 @@ class XceptionEncoder:
         pixels = np.asarray(pixels, dtype=np.float32)
         if pixels.ndim != 4 or pixels.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3):
             raise ValueError(f"expected (N, {IMAGE_SIZE}, {IMAGE_SIZE}, 3) pixels, got {pixels.shape}")
-        forward = self._forward_spatial if spatial else self._forward
-        out = [forward(pixels[i:i + batch_size]).numpy() for i in range(0, len(pixels), batch_size)]
+        if self._openvino is not None:
+            out = [self._openvino.run(pixels[i:i + batch_size], spatial) for i in range(0, len(pixels), batch_size)]
+        else:
+            forward = self._forward_spatial if spatial else self._forward
+            out = [forward(pixels[i:i + batch_size]).numpy() for i in range(0, len(pixels), batch_size)]
         empty = (0, GRID_SIZE, GRID_SIZE, FEATURE_DIM) if spatial else (0, FEATURE_DIM)
         return np.concatenate(out, axis=0) if out else np.zeros(empty, np.float32)
+
+
+def runtime_info(model_dir: str | Path | None = None, weights: str | Path | None = None,
+                 backend: str | None = None) -> dict:
+    """What captions would run on here: encoder backend (as chosen by loading it), precision, CPU,
+    TensorFlow and OpenVINO versions, model folder. For ``python -m captioner info``."""
+    import tensorflow as tf
+
+    from ..pipeline.machine import describe_machine, format_machine
+    from .ray_batch import resolve_model_dir
+    from .openvino_encoder import openvino_version
+
+    folder = resolve_model_dir(model_dir)
+    encoder = XceptionEncoder.load(weights, allow_download=False, backend=backend)
+    return {"backend": encoder.backend, "backend_note": encoder.backend_note, "precision": encoder.precision,
+            "cpu": format_machine(describe_machine()), "tensorflow": tf.__version__,
+            "openvino": openvino_version() or "not installed", "model": str(folder)}
