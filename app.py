@@ -12,9 +12,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import streamlit as st  # noqa: E402
 
 from captioner import Captioner, CaptionResult, DecodeConfig  # noqa: E402
-from captioner.serving.model_folder import CheckpointError, available_models, describe_model  # noqa: E402
+from captioner.serving.model_folder import CheckpointError, describe_model, models_by_language  # noqa: E402
 from captioner.serving.heatmap import word_overlays  # noqa: E402
-from captioner.serving.speech import LANGUAGES, SpeechError, speak  # noqa: E402
+from captioner.serving.languages import language  # noqa: E402
+from captioner.serving.speech import SpeechError, speak  # noqa: E402
 from captioner.serving.weights import WeightsError  # noqa: E402
 
 ASSETS = Path(__file__).parent / "assets"
@@ -54,13 +55,24 @@ def model_or_stop(model_dir: str) -> Captioner:
     st.stop()
 
 
+def language_label(code: str) -> str:
+    """"Deutsch (German)": the name its speakers use, then the English one."""
+    spec = language(code)
+    return spec.native if spec.native == spec.name else f"{spec.native} ({spec.name})"
+
+
 def sidebar() -> dict:
     st.sidebar.header("Settings")
-    models = available_models()
+    by_language = models_by_language()
     model_dir = None
-    if models:
-        model_dir = st.sidebar.selectbox("Model", models, format_func=lambda p: p.name,
-                                         help="Checkpoint folders found in models/; their model cards compare them")
+    if by_language:
+        lang = st.sidebar.selectbox("Language", list(by_language), format_func=language_label,
+                                    help="The language of the caption and of the voice that reads it. "
+                                         "Each language has its own model.")
+        models = by_language[lang]
+        model_dir = models[0] if len(models) == 1 else st.sidebar.selectbox(
+            "Model", models, format_func=lambda p: p.name,
+            help="Checkpoint folders found in models/; their model cards compare them")
         st.sidebar.caption(describe_model(model_dir))
     mode = st.sidebar.radio("Decoding", ["Beam search", "Greedy"], horizontal=True,
                             help="Beam search keeps several candidate captions and usually reads better.")
@@ -69,14 +81,13 @@ def sidebar() -> dict:
                                      help="The best caption plus alternatives (up to the beam width).")
     max_words = st.sidebar.slider("Maximum caption length (words)", 5, 40, 30)
     st.sidebar.header("Speech")
-    lang = st.sidebar.selectbox("Voice language", list(LANGUAGES), format_func=LANGUAGES.get)
     engine = st.sidebar.radio("Voice", ["auto", "gtts", "espeak"], horizontal=True,
                               format_func={"auto": "Automatic", "gtts": "Online (gTTS)",
                                            "espeak": "Offline (espeak-ng)"}.get,
                               help="Automatic tries Google's online voice and falls back to the offline one.")
     # length_alpha is left out: each model's own tuned exponent fills it in (Captioner.default_decode)
     return dict(model_dir=model_dir, decode=dict(beam_width=int(beam_width), n_best=int(n_best),
-                                                 max_words=int(max_words)), lang=lang, engine=engine)
+                                                 max_words=int(max_words)), engine=engine)
 
 
 def gather_images() -> list[tuple[str, bytes]]:
@@ -147,9 +158,9 @@ def caption_images(captioner: Captioner, images: list[tuple[str, bytes]], settin
 
 
 def sentence(text: str) -> str:
-    """A caption or warning as written prose: capital first letter, full stop."""
+    """A caption or warning as written prose: capital first letter, a full stop unless it has one."""
     text = text.strip()
-    return f"{text[:1].upper()}{text[1:]}{'' if text.endswith('.') else '.'}" if text else text
+    return f"{text[:1].upper()}{text[1:]}{'' if text.endswith(('.', '。', '!', '?')) else '.'}" if text else text
 
 
 def likelihood_words(best, other) -> str:
@@ -203,7 +214,7 @@ def show_result(index: int, item: dict, settings: dict, captioner: Captioner) ->
         speech_key = f"speech-{index}"
         if st.button("Speak caption", key=f"speak-{index}", icon=":material/volume_up:"):
             try:
-                st.session_state[speech_key] = speak(said, settings["lang"], settings["engine"])
+                st.session_state[speech_key] = speak(said, result.lang, settings["engine"])
             except SpeechError as err:
                 st.session_state[speech_key] = None
                 st.warning(f"The caption could not be spoken: {err}")
@@ -234,7 +245,8 @@ def main() -> None:
         st.markdown(HOW_SURE)
     settings = sidebar()
     if settings["model_dir"] is None:
-        st.error("No model found in `models/`. Train one with `python -m captioner train --out models/merge-lstm`.")
+        st.error("No model found in `models/`. Train one with `python -m captioner train --out models/merge-lstm` "
+                 "(or `--lang de --out models/merge-de` for German captions).")
         st.stop()
     captioner = model_or_stop(str(settings["model_dir"]))
     if captioner.has_attention:

@@ -16,6 +16,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
 
 from .config import DecodeConfig, TrainConfig, field_help  # noqa: E402
+from .serving.languages import LANGUAGES  # noqa: E402
 
 
 DATA_HELP = "dataset folder (default: $CAPTIONER_DATA, else ../shared/flickr8k beside the project)"
@@ -24,6 +25,9 @@ DATA_HELP = "dataset folder (default: $CAPTIONER_DATA, else ../shared/flickr8k b
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, default=None, help="model folder (default: the default model in $CAPTIONER_MODELS or the shipped models)")
     parser.add_argument("--weights", type=Path, default=None, help="Xception weights file (default: cache/download)")
+    parser.add_argument("--lang", default=None, choices=list(LANGUAGES),
+                        help="caption language: its default model folder (merge-<lang>) when --model is not given; "
+                             "default: the model's own language (English for the default model)")
 
 
 def _add_decode_args(parser: argparse.ArgumentParser) -> None:
@@ -169,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     from .serving.weights import WeightsError
 
     try:
+        _model_for_language(args)
         return {"caption": cmd_caption, "evaluate": cmd_evaluate, "train": cmd_train,
                 "finetune": cmd_finetune, "card": cmd_card, "ensemble": cmd_ensemble,
                 "calibrate": cmd_calibrate, "weights": cmd_weights, "write": cmd_write, "serve": cmd_serve,
@@ -179,6 +184,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _model_for_language(args) -> None:
+    """``--lang`` without ``--model``: that language's default folder; with both, they must agree."""
+    lang = getattr(args, "lang", None) if args.command != "train" else None
+    if not lang:
+        return
+    from .serving.model_folder import default_model_dir, read_config
+
+    if args.model is None:
+        args.model = default_model_dir(lang)
+    elif (args.model / "config.json").is_file() and read_config(args.model).lang != lang:
+        raise ValueError(f"{args.model} captions in {read_config(args.model).lang!r}, not {lang!r}: "
+                         f"drop --model to use the {lang!r} default, or drop --lang")
 
 
 def decode_config(args, length_alpha: float = DecodeConfig.length_alpha) -> DecodeConfig:
@@ -292,8 +311,8 @@ def cmd_evaluate(args) -> int:
     from .pipeline.evaluate import evaluate_split, format_metrics, write_report
 
     decode_config(args)
-    dataset = load_dataset(args.data)
     captioner = Captioner.load(args.model, args.weights)
+    dataset = load_dataset(args.data, captioner.lang)  # references in the model's language
     decode = decode_config(args, captioner.checkpoint.length_alpha)
     result = evaluate_split(captioner, dataset, args.split, decode, args.images, progress=not args.json)
     if args.report:

@@ -19,6 +19,8 @@ GRID_SIZE = 10  # Xception-notop's spatial output is GRID_SIZE x GRID_SIZE regio
 class TrainConfig:
     """Hyper-parameters of one training run (saved as ``config.json`` beside the checkpoint)."""
 
+    lang: str = "en"  # caption language (serving/languages.py: en, de, zh, fr, es); other than en reads i18n/<lang>/Flickr8k.token.txt
+    init_from: str = ""  # a model folder whose layers of the same name and shape start this decoder (e.g. the English decoder's image and RNN layers for another language); "" = random
     decoder: str = "merge"  # a family in serving/decoders/registry.py: "merge" = pooled features added to the RNN output; "attention" = soft attention over regions
     rnn: str = "lstm"  # "lstm" or "gru"
     embedding_dim: int = 256  # word-embedding width
@@ -53,6 +55,9 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ValueError with a specific message for settings that cannot work."""
+        from .serving.languages import language
+
+        language(self.lang)  # LanguageError (a ValueError) naming the known languages
         if self.rnn not in ("lstm", "gru"):
             raise ValueError(f"rnn must be 'lstm' or 'gru', not {self.rnn!r}")
         from .serving.decoders.registry import family

@@ -322,7 +322,7 @@ def band_table(bands: list[str], cider: np.ndarray, coco: np.ndarray | None, goo
 
 
 def assess_split(model: ConfidenceModel, dataset, names, captions, pooled, scorer) -> dict:
-    texts = [c.text for c in captions]
+    texts = [c.tokens for c in captions]
     signals = model.signals(pooled, captions)
     conf = model.calibrator.confidence(signals)
     bands = [model.calibrator.band(c, s.in_domain) for c, s in zip(conf, signals)]
@@ -407,7 +407,7 @@ def calibrate_folder(captioner, dataset, domain: DomainCheck, index: NeighbourIn
     names, captions, pooled = decode(captioner, dataset, tune)
     probe = ConfidenceModel(Calibrator(["score"], ["identity"], [0.0], [1.0], [1.0], 0.0, 1.0, 0.0), domain, index)
     signals = probe.signals(pooled, captions)
-    cider = cider_scores(dataset, names, [c.text for c in captions], scorer)
+    cider = cider_scores(dataset, names, [c.tokens for c in captions], scorer)
     good = cider >= GOOD_CIDER
     calibrator = fit_calibrator(signals, good)
     cv = cross_validated(signals, good)

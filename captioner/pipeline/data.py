@@ -11,10 +11,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..serving.languages import DEFAULT_LANG, language, truecase_table
 
 IMAGE_DIR_NAMES = ("images", "Images", "Flicker8k_Dataset", "Flickr8k_Dataset", "flickr30k_images")
 SPLIT_FILES = {"train": "Flickr_8k.trainImages.txt", "dev": "Flickr_8k.devImages.txt",
@@ -32,13 +33,15 @@ class DataError(ValueError):
     """A dataset that cannot be used at all; the message names the path and the problem."""
 
 
-def clean_caption(text: str) -> str:
-    """Lower-case, drop apostrophes and punctuation, keep every alphabetic word (articles too).
+def clean_caption(text: str, lang: str = DEFAULT_LANG) -> str:
+    """A raw caption -> its tokens joined by spaces, as ``lang`` cleans them (``serving/languages.py``).
 
     >>> clean_caption("A dog's ball, in 2 parks!")
     'a dogs ball in parks'
+    >>> clean_caption("Ein Hund läuft über die Straße.", "de")
+    'ein hund läuft über die straße'
     """
-    return " ".join(re.findall(r"[a-z]+", text.lower().replace("'", "")))
+    return language(lang).clean(text)
 
 
 @dataclass
@@ -52,7 +55,8 @@ class CaptionDataset:
     missing_images: int = 0  # captions skipped because their image file is absent
     malformed_lines: int = 0
     name: str = ""  # the dataset, from its caption file ("Flickr8k", "Flickr30k"); "" when built in code
-    lang: str = "en"  # the captions' language (ISO 639-1)
+    lang: str = DEFAULT_LANG  # the captions' language (ISO 639-1)
+    truecase: dict[str, str] = field(default_factory=dict)  # lower-case token -> written form (German)
 
     def image_path(self, name: str) -> Path:
         return self.image_dir / name
@@ -121,12 +125,22 @@ def find_image_dir(root: Path) -> Path:
     raise DataError(f"{root}: no images folder (looked for {', '.join(IMAGE_DIR_NAMES)})")
 
 
-def load_dataset(root: str | Path | None = None) -> CaptionDataset:
-    """Read whichever supported layout ``root`` (default: ``resolve_data_dir()``) holds; DataError if none."""
+def load_dataset(root: str | Path | None = None, lang: str = DEFAULT_LANG) -> CaptionDataset:
+    """Read whichever supported layout ``root`` (default: ``resolve_data_dir()``) holds; DataError if none.
+
+    ``lang`` other than English reads ``i18n/<lang>/Flickr8k.token.txt`` (same photos, same splits) and
+    cleans the captions the way that language is modelled."""
     root = resolve_data_dir(root)
-    found = next(((f, d, n) for f, d, n in CAPTION_FILES if (root / f).is_file()), None)
-    if found is None:
-        raise DataError(f"{root}: no caption file (expected {', '.join(f for f, _, _ in CAPTION_FILES)})")
+    lang_spec = language(lang)
+    if lang_spec.code == DEFAULT_LANG:
+        found = next(((f, d, n) for f, d, n in CAPTION_FILES if (root / f).is_file()), None)
+        if found is None:
+            raise DataError(f"{root}: no caption file (expected {', '.join(f for f, _, _ in CAPTION_FILES)})")
+    else:
+        found = (lang_spec.captions_file, None, "Flickr8k")
+        if not (root / lang_spec.captions_file).is_file():
+            raise DataError(f"{root}: no {lang_spec.name} captions ({lang_spec.captions_file} is missing); "
+                            f"see ../shared/flickr8k/i18n/README.md for the expected layout")
     caption_file, delimiter, dataset_name = found
     if delimiter is None:
         raw, bad, problems = _read_token_file(root / caption_file)
@@ -140,7 +154,7 @@ def load_dataset(root: str | Path | None = None) -> CaptionDataset:
         if name not in present:
             missing += len(caps)
             continue
-        cleaned = [c for c in map(clean_caption, caps) if c]
+        cleaned = [c for c in map(lang_spec.clean, caps) if c]
         if cleaned:
             captions[name] = cleaned
     if missing:
@@ -148,7 +162,11 @@ def load_dataset(root: str | Path | None = None) -> CaptionDataset:
     if not captions:
         raise DataError(f"{root}: no usable captions (every caption line was malformed or had no image)")
     splits = _read_splits(root, captions, problems)
-    return CaptionDataset(image_dir, captions, splits, problems, missing, bad, name=dataset_name)
+    truecase = {}
+    if lang_spec.restores_case:  # written forms learned from the training captions only
+        truecase = truecase_table((c for n in splits.get("train", []) for c in raw[n]), lang_spec)
+    return CaptionDataset(image_dir, captions, splits, problems, missing, bad, name=dataset_name,
+                          lang=lang_spec.code, truecase=truecase)
 
 
 def _read_token_file(path: Path) -> tuple[dict[str, list[str]], int, list[str]]:

@@ -29,8 +29,9 @@ class EvalResult:
 
 
 def caption_metrics(references: dict[str, list[str]], predictions: dict[str, str],
-                    notes: list[str] | None = None) -> tuple[dict[str, float | None], dict[str, float]]:
-    """-> (corpus metrics, per-image CIDEr). ``references`` and ``predictions`` share keys."""
+                    notes: list[str] | None = None, meteor: bool = True) -> tuple[dict[str, float | None], dict[str, float]]:
+    """-> (corpus metrics, per-image CIDEr). ``references`` and ``predictions`` share keys; texts are
+    space-separated tokens. ``meteor=False`` leaves METEOR out (its stemmer and synonyms are English)."""
     from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu
 
     keys = sorted(predictions)
@@ -51,6 +52,8 @@ def caption_metrics(references: dict[str, list[str]], predictions: dict[str, str
     cider, cider_each = Cider().compute_score(gts, res)
     metrics["CIDEr"] = float(cider)
     metrics["ROUGE-L"] = float(Rouge().compute_score(gts, res)[0])
+    if not meteor:
+        return metrics, {k: float(s) for k, s in zip(keys, cider_each)}
     try:
         from pycocoevalcap.meteor.meteor import Meteor
 
@@ -104,18 +107,22 @@ def evaluate_split(captioner, dataset: CaptionDataset, split: str | list[str], d
     for i in range(0, len(extracted.names), batch_size):
         chunk = extracted.names[i:i + batch_size]
         for name, caps in zip(chunk, captioner.caption_features(extracted.features[i:i + batch_size], decode)):
-            predictions[name] = caps[0].text
+            predictions[name] = caps[0].tokens  # the references' tokenisation, not the written form
     decode_seconds = time.perf_counter() - start
     references = {n: dataset.captions[n] for n in predictions}
-    metrics, per_image = caption_metrics(references, predictions, notes)
+    lang = captioner.checkpoint.language
+    metrics, per_image = caption_metrics(references, predictions, notes, meteor=lang.code == "en")
     label = split if isinstance(split, str) else f"{len(names)} listed images"
-    settings = {"split": label, "n_images": len(predictions), "beam_width": decode.beam_width,
+    settings = {"split": label, "lang": lang.code, "tokens": lang.tokenisation,
+                "n_images": len(predictions), "beam_width": decode.beam_width,
                 "decoding": "greedy" if decode.beam_width == 1 else f"beam {decode.beam_width}",
                 "length_alpha": decode.length_alpha, "max_words": decode.max_words, "block_ngram": decode.block_ngram,
                 "allow_unk": decode.allow_unk,
                 "images": str(folder), "checkpoint": str(captioner.checkpoint.folder),
                 "decode_ms_per_image": round(1000 * decode_seconds / max(len(predictions), 1), 2),
-                "metric_tools": "BLEU: nltk corpus_bleu; CIDEr-D, METEOR 1.5, ROUGE-L: pycocoevalcap"}
+                "metric_tools": ("BLEU: nltk corpus_bleu; CIDEr-D, METEOR 1.5, ROUGE-L: pycocoevalcap" if lang.code == "en"
+                                 else "BLEU: nltk corpus_bleu; CIDEr-D, ROUGE-L: pycocoevalcap (no METEOR: its "
+                                      "stemmer and paraphrase tables are English)")}
     return EvalResult(metrics, per_image, predictions, references, settings, notes)
 
 
@@ -128,11 +135,12 @@ def balanced_scores(sweep: dict[str, dict[str, float]]) -> dict[str, float]:
     """Each setting's mean share of the best value of BLEU-1, BLEU-4, METEOR and CIDEr in ``sweep``.
 
     Selecting on CIDEr alone favours long captions (CIDEr rewards every matched n-gram) and gives
-    up BLEU-1 precision; this rule asks a setting to be near the best on all four metrics at once.
+    up BLEU-1 precision; this rule asks a setting to be near the best on all four metrics at once
+    (on three where METEOR is not measured: captions in languages other than English).
     """
-    best = {m: max(scores[m] for scores in sweep.values()) or 1.0 for m in BALANCED_METRICS}
-    return {key: round(sum(scores[m] / best[m] for m in BALANCED_METRICS) / len(BALANCED_METRICS), 4)
-            for key, scores in sweep.items()}
+    used = [m for m in BALANCED_METRICS if all(m in scores for scores in sweep.values())]  # METEOR: English only
+    best = {m: max(scores[m] for scores in sweep.values()) or 1.0 for m in used}
+    return {key: round(sum(scores[m] / best[m] for m in used) / len(used), 4) for key, scores in sweep.items()}
 
 
 def tune_length_alpha(captioner, dataset: CaptionDataset, names: list[str],
@@ -145,7 +153,8 @@ def tune_length_alpha(captioner, dataset: CaptionDataset, names: list[str],
     sweep = {}
     for alpha in ALPHA_GRID:
         result = evaluate_split(captioner, dataset, list(names), replace(decode, length_alpha=alpha), progress=False)
-        sweep[str(alpha)] = {m: round(result.metrics[m], 4) for m in BALANCED_METRICS}
+        sweep[str(alpha)] = {m: round(result.metrics[m], 4) for m in BALANCED_METRICS
+                             if result.metrics.get(m) is not None}
     balanced = balanced_scores(sweep)
     best = max(ALPHA_GRID, key=lambda a: balanced[str(a)])
     return {"length_alpha": best, "rule": "balanced: mean share of the sweep's best BLEU-1, BLEU-4, METEOR, CIDEr",

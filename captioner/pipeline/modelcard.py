@@ -37,7 +37,7 @@ def language(code: str | None) -> str:
 # ------------------------------------------------------------------------------------------- writers
 
 def write_model_card(folder: Path, cfg: TrainConfig, training: dict, evaluations: list[dict],
-                     dataset=None) -> None:
+                     dataset=None, language: dict | None = None) -> None:
     """metrics.json and MODEL_CARD.md of a single folder, right after its evaluation.
 
     ``evaluations``: dicts with ``label``, ``metrics`` and ``settings`` (as in EvalResult). ``dataset``:
@@ -48,8 +48,9 @@ def write_model_card(folder: Path, cfg: TrainConfig, training: dict, evaluations
     data = _data_facts(folder, dataset, training.get("data") or _stored_data(folder))
     machine = describe_machine()
     mf.write_metrics(folder, {"evaluations": evaluations, "training": training,
-                              **({"data": data} if data else {}), "machine": machine})
-    _write_card(folder, model_card_text(folder, cfg, training, evaluations, data, machine))
+                              **({"data": data} if data else {}), "machine": machine,
+                              **({"language": language} if language else {})})
+    _write_card(folder, model_card_text(folder, cfg, training, evaluations, data, machine, language))
 
 
 def write_ensemble_card(folder: Path, checkpoint, evaluations: list[dict], dataset=None) -> None:
@@ -84,7 +85,8 @@ def write_model_card_from_files(folder: Path, dataset=None) -> Path:
         if not training:
             raise mf.CheckpointError(f"{folder / mf.TRAINING_FILE}: missing; the model card needs the training summary")
         data = _data_facts(folder, dataset, training.get("data") or metrics.get("data"))
-        text = model_card_text(folder, mf.read_config(folder), training, evaluations, data, metrics.get("machine"))
+        text = model_card_text(folder, mf.read_config(folder), training, evaluations, data, metrics.get("machine"),
+                               metrics.get("language"))
     if dataset is not None and data != metrics.get("data"):
         mf.write_metrics(folder, {**metrics, "data": data})
     _write_card(folder, text)
@@ -282,7 +284,7 @@ regenerates it heads `docs/ablation-notes.md`).
 # ----------------------------------------------------------------------------------------- the cards
 
 def model_card_text(folder: Path, cfg: TrainConfig, training: dict, evaluations: list[dict],
-                    data: dict | None, eval_machine: dict | None) -> str:
+                    data: dict | None, eval_machine: dict | None, language_facts: dict | None = None) -> str:
     """The card of a single folder (its decoder file and decoding.json are read for size and sweep)."""
     folder = Path(folder)
     decoding = mf.read_decoding(folder)
@@ -353,8 +355,48 @@ def model_card_text(folder: Path, cfg: TrainConfig, training: dict, evaluations:
 |---|---|
 {settings}
 
-{confidence_section(folder)}
+{language_section(folder, cfg, language_facts)}{confidence_section(folder)}
 {_limits(data, training.get('train_images'))}"""
+
+
+def language_section(folder: Path, cfg: TrainConfig, facts: dict | None) -> str:
+    """For captions in a language other than English: how its text is handled and scored, the dev
+    figures against a constant baseline, and examples with English references ("" for English)."""
+    from ..serving.languages import language as caption_language
+
+    if cfg.lang == "en" or not facts:
+        return ""
+    spec = caption_language(cfg.lang)
+    m, b = facts["model"], facts["baseline"]
+    rows = "\n".join(f"| {label} | " + " | ".join(f"{v[k]:.4f}" for k in ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "CIDEr"))
+                     + " |" for label, v in (("this model", m), ("constant caption", b)))
+    examples = "\n".join(f"| {e['image']} | {e['caption']} | {' / '.join(e['references'])} | "
+                         f"{' / '.join(e['english_references']) or 'n/a'} |" for e in facts["examples"])
+    case = (f"- Modelled in lower case; capitals restored for display from the training captions' own spelling "
+            f"(`{mf.TRUECASE_FILE}`, {len(mf.read_truecase(folder)):,} words).\n" if spec.restores_case else "")
+    storage = ("- `decoder.keras` stores its weights as float16 (half the file); they are float32 again once "
+               "loaded.\n" if getattr(cfg, "storage", "float32") == "float16" else "")
+    return f"""## Language: {spec.name} ({spec.code})
+- Captions: {spec.references_per_image} per image in the data (`{spec.captions_file}`); tokens for the model and
+  for every metric: **{spec.tokenisation}**. METEOR is left out: its stemmer and paraphrase tables are English.
+{case}{storage}- Written back as people write {spec.name} (for example: "{facts['examples'][0]['caption'] if facts['examples'] else ''}"),
+  spoken by the `{spec.espeak_voice}` espeak-ng voice offline (gTTS `{spec.gtts_lang}` online).
+
+Dev, {facts['decoding']}, {facts['dev_images']:,} images, against a constant baseline (the most frequent training
+caption, "{facts['constant_caption']}", given to every image): BLEU-4 {facts['BLEU-4_over_baseline']}x,
+CIDEr-D {facts['CIDEr_over_baseline']}x; {facts['distinct_captions']:,} distinct captions.
+
+| dev, {facts['decoding']} | BLEU-1 | BLEU-2 | BLEU-3 | BLEU-4 | CIDEr-D |
+|---|---|---|---|---|---|
+{rows}
+
+A few dev images (every {max(1, facts['dev_images'] // max(len(facts['examples']), 1))}th by name), with English references for readers of English:
+
+| image | this model | {spec.name} references (2) | English references (2) |
+|---|---|---|---|
+{examples}
+
+"""
 
 
 def confidence_section(folder: Path) -> str:

@@ -212,6 +212,9 @@ def train(dataset: CaptionDataset, features_by_name: dict[str, np.ndarray], cfg:
                                           cfg.embedding_dim, cfg.seed)
         model.get_layer("embedding").embeddings.assign(table)
         log(f"embedding initialised from Word2Vec on the training captions ({coverage:.0%} of words)")
+    if cfg.init_from:
+        copied = init_from_folder(model, Path(cfg.init_from))
+        log(f"started from {cfg.init_from}: layers {', '.join(copied) or 'none'} copied (same name and shape)")
     log(f"decoder: {model.count_params():,} parameters")
 
     selector = selector_for(cfg, bool(tune_names))
@@ -236,6 +239,8 @@ def train(dataset: CaptionDataset, features_by_name: dict[str, np.ndarray], cfg:
                                selector, cfg.epochs, steps.optimizer, score_held_out, log)
     seconds = time.perf_counter() - start
     save_checkpoint(model, vocab, cfg, out_dir)
+    if dataset.truecase:  # only the words the decoder can say
+        mf.write_truecase(out_dir, {w: f for w, f in sorted(dataset.truecase.items()) if w in vocab.index})
     summary = {
         "train_seconds": round(seconds, 1), "epochs_run": len(history["loss"]), "best_epoch": kept["best_epoch"],
         "best_val_loss": float(min(history["val_loss"])), "loss": [float(x) for x in history["loss"]],
@@ -254,6 +259,25 @@ def train(dataset: CaptionDataset, features_by_name: dict[str, np.ndarray], cfg:
     log(f"trained in {seconds / 60:.1f} min; kept epoch {summary['best_epoch']} (by {summary['selected_on']}); "
         f"best dev loss {summary['best_val_loss']:.4f}")
     return summary
+
+
+def init_from_folder(model, folder: Path) -> list[str]:
+    """Copy into ``model`` the weights of every layer that ``folder``'s decoder has with the same name and
+    weight shapes (another language's decoder shares the image and RNN layers, not the vocabulary's);
+    -> the names of the layers copied."""
+    source = mf.load_checkpoint(folder)
+    if source.is_ensemble:
+        source = source.members[0]
+    theirs = {layer.name: layer for layer in source.model.layers}
+    copied = []
+    for layer in model.layers:
+        other = theirs.get(layer.name)
+        if other is None or not layer.weights:
+            continue
+        if [tuple(w.shape) for w in layer.weights] == [tuple(w.shape) for w in other.weights]:
+            layer.set_weights(other.get_weights())
+            copied.append(layer.name)
+    return copied
 
 
 def write_history(history: dict[str, list], path: Path) -> None:

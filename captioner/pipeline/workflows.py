@@ -50,8 +50,8 @@ def train_folder(cfg: TrainConfig, data: Path | None, out: Path, weights: Path |
     cfg.validate()
     worker, n_workers = cluster_spec()
     strategy = distribution_strategy()  # before any other TensorFlow work (a tf.distribute rule)
-    dataset = load_dataset(data)
-    log(f"dataset: {dataset.summary()}")
+    dataset = load_dataset(data, cfg.lang)
+    log(f"dataset ({dataset.lang}): {dataset.summary()}")
     for note in dataset.problems:
         log(f"note: {note}")
     from ..serving.decoders import family
@@ -85,7 +85,7 @@ def finetune_folder_and_card(model: Path, out: Path, data: Path | None, weights:
     from .data import load_dataset
     from .scst import finetune_folder
 
-    dataset = load_dataset(data)
+    dataset = load_dataset(data, mf.read_config(model).lang)
     encoder = XceptionEncoder.load(weights)
     finetune_folder(model, out, dataset, encoder, epochs, learning_rate, baseline)
     if evaluate:
@@ -99,11 +99,11 @@ def card(folder: Path, data: Path | None, weights: Path | None, evaluate: bool =
     from .data import load_dataset
     from .modelcard import write_model_card_from_files
 
-    mf.load_checkpoint(folder)  # a bad folder fails fast, before the encoder loads
+    lang = mf.load_checkpoint(folder).config.lang  # a bad folder fails fast, before the encoder loads
     if not evaluate:
-        log(f"model card written to {write_model_card_from_files(folder, load_dataset(data) if data else None)}")
+        log(f"model card written to {write_model_card_from_files(folder, load_dataset(data, lang) if data else None)}")
         return
-    evaluate_and_card(folder, load_dataset(data), XceptionEncoder.load(weights), log=log)
+    evaluate_and_card(folder, load_dataset(data, lang), XceptionEncoder.load(weights), log=log)
 
 
 def build_ensemble(members: list[Path], out: Path, data: Path | None = None, weights: Path | None = None,
@@ -128,7 +128,7 @@ def build_ensemble(members: list[Path], out: Path, data: Path | None = None, wei
         from ..serving.encoder import XceptionEncoder
         from .data import load_dataset
 
-        evaluate_and_card(out, load_dataset(data), XceptionEncoder.load(weights), log=log)
+        evaluate_and_card(out, load_dataset(data, checkpoint.config.lang), XceptionEncoder.load(weights), log=log)
     return checkpoint
 
 
@@ -138,12 +138,55 @@ def evaluate_and_card(folder: Path, dataset, encoder, log=print) -> list[dict]:
 
     evaluations = tune_and_evaluate(folder, dataset, encoder, log)
     checkpoint = mf.load_checkpoint(folder)
+    extra = {}
+    if checkpoint.config.lang != "en":
+        extra["language"] = language_facts(folder, dataset, encoder, log)
     if checkpoint.is_ensemble:
         write_ensemble_card(folder, checkpoint, evaluations, dataset=dataset)
     else:
-        write_model_card(folder, checkpoint.config, mf.read_training(folder), evaluations, dataset=dataset)
+        write_model_card(folder, checkpoint.config, mf.read_training(folder), evaluations, dataset=dataset, **extra)
     log(f"model card written to {Path(folder) / mf.CARD_FILE}")
     return evaluations
+
+
+LANGUAGE_DECODE = DecodeConfig(beam_width=3)  # the decoding of the language targets (dev, beam 3)
+
+
+def language_facts(folder: Path, dataset, encoder, log=print, examples: int = 6) -> dict:
+    """For a folder captioning in a language other than English: its dev beam-3 figures beside a constant
+    baseline (the language's most frequent training caption given to every image), how many distinct
+    captions it writes, and a few dev examples with their English references (for readers of English)."""
+    from collections import Counter
+
+    from ..serving.captioner import Captioner
+    from .data import load_dataset
+    from .evaluate import caption_metrics, evaluate_split
+
+    captioner = Captioner(encoder, mf.load_checkpoint(folder))
+    decode = replace(LANGUAGE_DECODE, length_alpha=captioner.checkpoint.length_alpha)
+    result = evaluate_split(captioner, dataset, "dev", decode, progress=False)
+    constant = Counter(c for n in dataset.split_names("train") for c in dataset.captions[n]).most_common(1)[0][0]
+    baseline, _ = caption_metrics(result.references, {n: constant for n in result.predictions}, meteor=False)
+    try:
+        english = load_dataset(dataset.image_dir.parent).captions
+    except Exception:  # the English captions are only for the examples
+        english = {}
+    chosen = sorted(result.predictions)[::max(1, len(result.predictions) // examples)][:examples]
+    facts = {
+        "lang": dataset.lang, "tokens": captioner.checkpoint.language.tokenisation,
+        "decoding": "beam 3", "dev_images": len(result.predictions),
+        "model": {m: result.metrics[m] for m in ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "CIDEr")},
+        "constant_caption": captioner.checkpoint.write(constant),
+        "baseline": {m: baseline[m] for m in ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "CIDEr")},
+        "distinct_captions": len(set(result.predictions.values())),
+        "examples": [{"image": n, "caption": captioner.checkpoint.write(result.predictions[n]),
+                      "references": [captioner.checkpoint.write(r) for r in result.references[n][:2]],
+                      "english_references": english.get(n, [])[:2]} for n in chosen]}
+    for m in ("BLEU-4", "CIDEr"):
+        facts[f"{m}_over_baseline"] = round(facts["model"][m] / max(facts["baseline"][m], 1e-9), 2)
+    log(f"language {dataset.lang}: BLEU-4 {facts['model']['BLEU-4']:.4f} vs constant {facts['baseline']['BLEU-4']:.4f}, "
+        f"CIDEr {facts['model']['CIDEr']:.4f} vs {facts['baseline']['CIDEr']:.4f}; {facts['distinct_captions']} distinct")
+    return facts
 
 
 def tune_and_evaluate(folder: Path, dataset, encoder, log=print) -> list[dict]:

@@ -17,7 +17,8 @@ from ..config import DecodeConfig
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif",
                   ".svg"}  # SVG is picked up so that each one gets its "not supported" line
-CSV_FIELDS = ("image", "caption", "confidence", "band", "in_domain", "reason", "model_caption", "score", "error")
+CSV_FIELDS = ("image", "caption", "lang", "confidence", "band", "in_domain", "reason", "model_caption", "score",
+              "error")
 
 
 @dataclass
@@ -52,12 +53,13 @@ def result_record(path: Path, result) -> dict:
     ``"caption"`` is the sentence as the page shows and speaks it (hedged by its band, after the
     out-of-domain warning), ``"model_caption"`` the decoder's own words, ``"score"`` their ranking score;
     with a calibrated model also ``"confidence"`` (0-1), ``"band"`` (high / medium / low),
-    ``"in_domain"`` and ``"reason"`` (why the picture was flagged, else null); ``"alternatives"`` when
-    several captions were asked for. An image that failed: ``{"image", "error"}``.
+    ``"in_domain"`` and ``"reason"`` (why the picture was flagged, else null); ``"lang"``, the captions'
+    language; ``"alternatives"`` when several captions were asked for. An image that failed:
+    ``{"image", "error"}``.
     """
     if not result.ok:
         return {"image": str(path), "error": result.error}
-    record = {"image": str(path), "caption": result.sentence}
+    record = {"image": str(path), "caption": result.sentence, "lang": result.lang}
     if result.assessment is not None:
         record.update(result.assessment.to_json())
     record.update({"model_caption": result.text, "score": round(result.captions[0].score, 4)})

@@ -25,11 +25,15 @@ THUMBNAIL_SIDE = 640  # longest side of ``CaptionResult.thumbnail``
 
 @dataclass
 class Caption:
-    text: str
+    text: str  # as people write it in the model's language (English: the decoder's words as they are)
     log_prob: float  # total log-probability of the words and <end>
     score: float  # the ranking score (length-normalised log-probability)
     ids: list[int] = field(default_factory=list)  # the word ids the decoder chose (no <start>/<end>)
     attention: np.ndarray | None = field(default=None, repr=False)  # (words, g, g) where it looked, when kept
+    tokens: str = ""  # the decoder's tokens joined by spaces (what BLEU/CIDEr compare); "" = same as text
+
+    def __post_init__(self):
+        self.tokens = self.tokens or self.text
 
     @property
     def probability(self) -> float:
@@ -47,6 +51,7 @@ class CaptionResult:
     features: np.ndarray | None = field(default=None, repr=False)  # kept only when asked for
     thumbnail: object | None = field(default=None, repr=False)  # upright PIL image (<= 640 px), when asked for
     assessment: Assessment | None = None  # how sure the best caption is (None: the model has no calibration)
+    lang: str = "en"  # the captions' language (ISO 639-1); hedges and warnings are worded in it
 
     @property
     def ok(self) -> bool:
@@ -62,14 +67,14 @@ class CaptionResult:
         """The best caption in its band's words: as it is (high), "Probably …" (medium), "Maybe …" (low)."""
         if not self.captions or self.assessment is None:
             return self.text
-        return hedge(self.text, self.assessment.band)
+        return hedge(self.text, self.assessment.band, self.lang)
 
     @property
     def warning(self) -> str | None:
         """The out-of-domain warning to show and say before the caption, or None."""
         if self.assessment is None or self.assessment.in_domain:
             return None
-        return out_of_domain_warning()
+        return out_of_domain_warning(self.lang)
 
     @property
     def sentence(self) -> str:
@@ -77,7 +82,7 @@ class CaptionResult:
         out-of-domain warning when there is one."""
         if not self.captions or self.assessment is None:
             return self.text
-        return say(self.text, self.assessment)
+        return say(self.text, self.assessment, self.lang)
 
 
 class Captioner:
@@ -93,6 +98,11 @@ class Captioner:
         self.stepper = checkpoint_stepper(checkpoint)
         self.confidence = confidence  # None: captions come without an assessment
         self.confidence_problem = confidence_problem  # why there is no confidence model (for the page and CLI)
+
+    @property
+    def lang(self) -> str:
+        """The language this model captions in (ISO 639-1, from its config.json)."""
+        return self.checkpoint.config.lang
 
     @property
     def feature_kind(self) -> str:
@@ -123,16 +133,20 @@ class Captioner:
 
     @classmethod
     def load(cls, model_dir: str | Path | None = None, weights: str | Path | None = None,
-             allow_download: bool = True, backend: str | None = None) -> "Captioner":
-        """Load a model folder (default: the default model) and the Xception encoder (on ``backend``:
-        "auto", "openvino" or "tensorflow"; default ``$CAPTIONER_BACKEND``, else the encoder's default).
+             allow_download: bool = True, backend: str | None = None, lang: str | None = None) -> "Captioner":
+        """Load a model folder (default: the default model of ``lang``, English when None) and the
+        Xception encoder (on ``backend``: "auto", "openvino" or "tensorflow"; default
+        ``$CAPTIONER_BACKEND``, else the encoder's default).
 
-        Raises CheckpointError or WeightsError with a message that says how to fix it.
+        Raises CheckpointError, LanguageError or WeightsError with a message that says how to fix it.
         """
         from .encoder import XceptionEncoder
-        from .model_folder import load_checkpoint
+        from .model_folder import CheckpointError, default_model_dir, load_checkpoint
 
-        checkpoint = load_checkpoint(model_dir)
+        checkpoint = load_checkpoint(model_dir or default_model_dir(lang))
+        if lang and checkpoint.config.lang != lang:
+            raise CheckpointError(f"{checkpoint.folder} captions in {checkpoint.config.lang!r}, not {lang!r}: "
+                                  f"leave out the model folder to get the {lang!r} default, or pass a {lang!r} folder")
         confidence, problem = load_confidence(checkpoint.folder)
         encoder = XceptionEncoder.load(weights, allow_download=allow_download, backend=backend)
         return cls(encoder, checkpoint, confidence, problem)
@@ -164,7 +178,8 @@ class Captioner:
             regions = len(hyp.attention[0]) if hyp.attention else 1
             side = int(round(regions ** 0.5))
             maps = np.asarray(hyp.attention, np.float32).reshape(len(hyp.ids), side, side)
-        return Caption(self.vocab.decode(hyp.ids), hyp.log_prob, hyp.score, list(hyp.ids), maps)
+        tokens = self.vocab.decode(hyp.ids)
+        return Caption(self.checkpoint.write(tokens), hyp.log_prob, hyp.score, list(hyp.ids), maps, tokens)
 
     def caption(self, images: Sequence[ImageSource], decode: DecodeConfig | None = None,
                 names: Sequence[str] | None = None, keep_features: bool = False,
@@ -207,6 +222,7 @@ class Captioner:
             for index, caps, assessment in zip(readable, captions, assessments):
                 results[index].captions = caps
                 results[index].assessment = assessment
+                results[index].lang = self.lang
                 results[index].seconds += share
         return results
 

@@ -41,6 +41,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from .languages import language
 from .domain import DomainCheck, DomainError, require_format, unit_rows
 from .model_folder import CONFIDENCE_FILE, DOMAIN_FILE, NEIGHBOURS_FILE
 
@@ -52,15 +53,6 @@ REBUILD_NEIGHBOURS = "python -m captioner calibrate --all --refit-neighbours"
 BANDS = ("high", "medium", "low")
 
 
-HEDGES = {
-    "en": {"high": "{text}", "medium": "Probably {text}", "low": "Maybe {text}"},
-}
-OUT_OF_DOMAIN_WARNINGS = {
-    "en": ("This doesn't look like the photos I learned from (people, animals, outdoor scenes), "
-           "so this description may be wrong."),
-}
-
-
 class ConfidenceError(ValueError):
     """A calibration or neighbour file that cannot be used; the message names the file and the problem."""
 
@@ -68,18 +60,17 @@ class ConfidenceError(ValueError):
 # ------------------------------------------------------------------------------------------ wording
 
 def hedge(text: str, band: str, lang: str = "en") -> str:
-    """The caption as the band says it: high as it is, medium "Probably …", low "Maybe …".
-    (Captions are English; an unknown ``lang`` falls back to English wording.)"""
+    """The caption as the band says it in the caption's language: high as it is, medium "Probably …",
+    low "Maybe …" (German "Wahrscheinlich: …", Chinese "大概是：…"; ``languages.py``)."""
     if band not in BANDS:
         raise ValueError(f"band must be one of {', '.join(BANDS)}, not {band!r}")
-    if not text:
-        return text
-    return HEDGES.get(lang, HEDGES["en"])[band].format(text=text)
+    return language(lang).hedge(text, band)
 
 
 def out_of_domain_warning(lang: str = "en") -> str:
-    """The plain warning shown (and spoken) above a caption of a picture unlike the training photos."""
-    return OUT_OF_DOMAIN_WARNINGS.get(lang, OUT_OF_DOMAIN_WARNINGS["en"])
+    """The plain warning shown (and spoken) above a caption of a picture unlike the training photos, in
+    the caption's language."""
+    return language(lang).out_of_domain_warning
 
 
 def say(text: str, assessment: "Assessment", lang: str = "en") -> str:
@@ -641,9 +632,10 @@ class ConfidenceModel:
 
     def signals(self, features: np.ndarray, captions: Sequence) -> list[Signals]:
         """Signals for B pictures: ``features`` (B, 2048) pooled or (B, g, g, 2048) grids, and each
-        picture's chosen caption (a ``Caption``, or any object with ``text`` and ``score``)."""
+        picture's chosen caption (a ``Caption``, or any object with ``text`` and ``score``; its ``tokens``
+        when it has them, since the references are stored in the model's tokenisation)."""
         distances = self.domain.distance(features)
-        texts = [c.text for c in captions]
+        texts = [getattr(c, "tokens", None) or c.text for c in captions]
         if self.neighbours is not None:
             consensus = self.neighbours.consensus(texts, self.domain.project(features))
         else:

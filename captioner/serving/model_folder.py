@@ -40,6 +40,7 @@ METRICS_FILE = "metrics.json"
 CARD_FILE = "MODEL_CARD.md"
 CURVE_FILE = "training_curve.png"
 HISTORY_FILE = "history.csv"
+TRUECASE_FILE = "truecase.json"  # lower-case token -> written form, for languages modelled in lower case (German)
 CONFIDENCE_FILE = "confidence.json"  # the folder's calibrator (serving/confidence.py)
 # shared by every folder of a models root, found through the calibrator's relative paths
 DOMAIN_FILE = "domain.json"  # the out-of-domain check (serving/domain.py)
@@ -77,18 +78,29 @@ def models_root() -> Path:
     return roots[0]
 
 
-def default_model_dir() -> Path:
-    """The default model folder; CheckpointError naming every place searched when there is none."""
+def default_model_name(lang: str | None = None) -> str:
+    """The default model folder's name for a caption language: the English default, or ``merge-<lang>``."""
+    from .languages import DEFAULT_LANG, language
+
+    code = language(lang).code  # LanguageError for a language the project has no captions in
+    return DEFAULT_MODEL_NAME if code == DEFAULT_LANG else f"merge-{code}"
+
+
+def default_model_dir(lang: str | None = None) -> Path:
+    """The default model folder (of caption language ``lang``; None = English); CheckpointError naming
+    every place searched when there is none."""
+    name = default_model_name(lang)
     labelled = _labelled_roots()
     for root, _ in labelled:
-        if is_model_folder(root / DEFAULT_MODEL_NAME):
-            return root / DEFAULT_MODEL_NAME
+        if is_model_folder(root / name):
+            return root / name
     searched = [f"{label} ({root})" for root, label in labelled]
     if not os.environ.get(MODELS_ENV):
         searched.insert(0, f"{MODELS_ENV} (not set)")
-    raise CheckpointError(f"no {DEFAULT_MODEL_NAME}/ model folder found: searched {'; '.join(searched)}. Set "
-                          f"{MODELS_ENV}=DIR to a folder holding model folders such as {DEFAULT_MODEL_NAME}/, "
-                          "pass --model DIR, or train one with `python -m captioner train --out DIR`")
+    train = "" if name == DEFAULT_MODEL_NAME else f" --lang {lang}"
+    raise CheckpointError(f"no {name}/ model folder found: searched {'; '.join(searched)}. Set "
+                          f"{MODELS_ENV}=DIR to a folder holding model folders such as {name}/, "
+                          f"pass --model DIR, or train one with `python -m captioner train{train} --out DIR`")
 
 
 def is_model_folder(folder: Path) -> bool:
@@ -172,6 +184,22 @@ def write_scst(folder: Path, summary: dict) -> None:
     save_json(summary, Path(folder) / SCST_FILE)
 
 
+def read_truecase(folder: Path) -> dict[str, str]:
+    """The folder's written forms of lower-case tokens ({} when it has none: nothing to restore)."""
+    path = Path(folder) / TRUECASE_FILE
+    if not path.is_file():
+        return {}
+    data = _read_json(path, "truecase table")
+    if not isinstance(data, dict) or not isinstance(data.get("forms"), dict):
+        raise CheckpointError(f"{path}: not a truecase table (expected {{\"forms\": {{token: written form}}}})")
+    return data["forms"]
+
+
+def write_truecase(folder: Path, forms: dict[str, str]) -> None:
+    save_json({"forms": forms, "learned_from": "training captions (first words and all-lower-case captions left out)"},
+              Path(folder) / TRUECASE_FILE)
+
+
 def read_metrics(folder: Path) -> dict:
     return _read_json(Path(folder) / METRICS_FILE, "metrics")
 
@@ -222,10 +250,22 @@ class Checkpoint:
     folder: Path
     length_alpha: float = DecodeConfig.length_alpha  # from decoding.json when the folder has one
     members: list["Checkpoint"] = field(default_factory=list)  # an ensemble's members
+    truecase: dict[str, str] = field(default_factory=dict)  # written forms of lower-case tokens (German)
 
     @property
     def is_ensemble(self) -> bool:
         return bool(self.members)
+
+    @property
+    def language(self):
+        """The captions' Language (``languages.py``), from config.json's "lang"."""
+        from .languages import language
+
+        return language(self.config.lang)
+
+    def write(self, tokens: str) -> str:
+        """The decoder's tokens as people write them in the folder's language."""
+        return self.language.write(tokens, self.truecase)
 
     @property
     def family(self):
@@ -292,7 +332,7 @@ def _load_single(folder: Path) -> Checkpoint:
     if output_size != len(vocab):
         raise CheckpointError(f"{folder}: the vocabulary has {len(vocab)} words but the decoder predicts "
                               f"{output_size}; {VOCAB_FILE} belongs to a different checkpoint")
-    return Checkpoint(model, vocab, config, folder, read_length_alpha(folder))
+    return Checkpoint(model, vocab, config, folder, read_length_alpha(folder), truecase=read_truecase(folder))
 
 
 def _load_ensemble(folder: Path) -> Checkpoint:
@@ -310,10 +350,41 @@ def _load_ensemble(folder: Path) -> Checkpoint:
         if other.vocab != first.vocab:
             raise CheckpointError(f"{folder}: members {first.folder.name} and {other.folder.name} have different "
                                   "vocabularies; an ensemble votes word by word, so they must share one")
+        if other.config.lang != first.config.lang:
+            raise CheckpointError(f"{folder}: members {first.folder.name} ({first.config.lang}) and "
+                                  f"{other.folder.name} ({other.config.lang}) caption in different languages")
         if other.family.feature_kind != first.family.feature_kind:
             raise CheckpointError(f"{folder}: members mix {first.config.decoder} and {other.config.decoder} "
                                   "decoders, which read different image features")
-    return Checkpoint(first.model, first.vocab, first.config, folder, read_length_alpha(folder), members)
+    return Checkpoint(first.model, first.vocab, first.config, folder, read_length_alpha(folder), members,
+                      truecase=first.truecase)
+
+
+def model_language(folder: Path) -> str:
+    """The caption language of a model folder (an ensemble's: its first member's), from JSON alone;
+    "en" for folders written before languages were recorded."""
+    folder = Path(folder)
+    try:
+        if is_ensemble_folder(folder):
+            folder = ensemble_members(folder)[0]
+        return str(_read_json(folder / CONFIG_FILE, "config").get("lang", "en"))
+    except (CheckpointError, OSError, ValueError, IndexError, AttributeError):
+        return "en"
+
+
+def models_by_language(root: Path | None = None) -> dict[str, list[Path]]:
+    """Caption language -> its model folders (the language's default first), languages in the order of
+    ``languages.LANGUAGES`` (English first)."""
+    from .languages import LANGUAGES
+
+    found: dict[str, list[Path]] = {}
+    for folder in available_models(root):
+        found.setdefault(model_language(folder), []).append(folder)
+    ordered = {}
+    for code in [c for c in LANGUAGES if c in found] + [c for c in found if c not in LANGUAGES]:
+        default = default_model_name(code) if code in LANGUAGES else ""
+        ordered[code] = sorted(found[code], key=lambda f: (f.name != default, f.name))
+    return ordered
 
 
 def describe_model(folder: Path) -> str:
