@@ -66,12 +66,12 @@ def sidebar() -> dict:
     by_language = models_by_language()
     model_dir = None
     if by_language:
-        lang = st.sidebar.selectbox("Language", list(by_language), format_func=language_label,
+        lang = st.sidebar.selectbox("Language", list(by_language), format_func=language_label, key="language",
                                     help="The language of the caption and of the voice that reads it. "
                                          "Each language has its own model.")
         models = by_language[lang]
         model_dir = models[0] if len(models) == 1 else st.sidebar.selectbox(
-            "Model", models, format_func=lambda p: p.name,
+            "Model", models, format_func=lambda p: p.name, key=f"model-{lang}",
             help="Checkpoint folders found in models/; their model cards compare them")
         st.sidebar.caption(describe_model(model_dir))
     mode = st.sidebar.radio("Decoding", ["Beam search", "Greedy"], horizontal=True,
@@ -221,7 +221,8 @@ def show_result(index: int, item: dict, settings: dict, captioner: Captioner) ->
         spoken = st.session_state.get(speech_key)
         if spoken:
             st.audio(spoken.audio, format=spoken.mime)
-            st.caption(f"Voice used: {spoken.engine}" + (f" — {'; '.join(spoken.notes)}" if spoken.notes else ""))
+            st.caption(f"Voice used: {spoken.engine}, {language(result.lang).name}"
+                       + (f" — {'; '.join(spoken.notes)}" if spoken.notes else ""))
             st.download_button("Download audio", spoken.audio, file_name=f"caption.{spoken.extension}",
                                mime=spoken.mime, key=f"download-audio-{index}")
         with st.expander("Details"):

@@ -43,6 +43,7 @@ class TrainConfig:
     batch_size: int = 64
     learning_rate: float = 1e-3
     seed: int = 42
+    storage: str = "float32"  # precision of decoder.keras's weights on disk: "float16" halves the file (loaded back as float32)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -69,6 +70,8 @@ class TrainConfig:
             raise ValueError(f"augment must be a probability in [0, 1], not {self.augment}")
         if self.augment and decoder.feature_kind != "pooled":
             raise ValueError(f"augment needs a decoder that reads pooled features (the merge decoder, say), not {self.decoder!r}: set augment=0 or decoder='merge'")
+        if self.storage not in ("float32", "float16"):
+            raise ValueError(f"storage must be 'float32' or 'float16', not {self.storage!r}")
         if self.select_on not in ("tune_cider", "dev_loss"):
             raise ValueError(f"select_on must be 'tune_cider' or 'dev_loss', not {self.select_on!r}")
         if self.attention_grid not in (1, 2, 5, 10):

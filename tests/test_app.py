@@ -38,7 +38,8 @@ def test_upload_caption_and_speak(library_captioner):
     from captioner.serving.model_folder import default_model_dir, describe_model
 
     at = _app()
-    assert at.sidebar.selectbox[0].value == default_model_dir()  # the default model is preselected
+    assert at.sidebar.selectbox(key="language").value == "en"  # English first
+    assert at.sidebar.selectbox(key="model-en").value == default_model_dir()  # the default model is preselected
     assert describe_model(default_model_dir()) in [c.value for c in at.sidebar.caption]  # and described
     data = (ASSETS / "cat.jpg").read_bytes()
     at.file_uploader[0].set_value(("cat.jpg", data, "image/jpeg")).run()
@@ -180,3 +181,35 @@ def test_familiar_sample_is_labelled_and_not_warned(library_captioner):
     assert f"{result.assessment.band.capitalize()} confidence" in badge
     assert f"{result.assessment.confidence:.0%}" in badge
     assert _captions(at) == [result.hedged.lower()]
+
+
+def test_picking_german_gives_a_german_caption_alt_text_and_voice():
+    """One "Language" choice sets the model and the voice: the page shows, copies and speaks the German
+    model's caption, hedged in German, with the German espeak-ng voice."""
+    from captioner import Captioner
+    from captioner.serving.model_folder import CheckpointError
+    from captioner.serving.speech import espeak_speak
+
+    try:
+        german = Captioner.load(lang="de", allow_download=False)
+    except CheckpointError as err:
+        pytest.fail(f"the German model is not shipped: {err}")
+    at = _app()
+    assert "de" in at.sidebar.selectbox(key="language").options or "Deutsch (German)" in at.sidebar.selectbox(
+        key="language").options
+    at.sidebar.selectbox(key="language").set_value("de").run()
+    assert not at.exception, at.exception
+    data = (ASSETS / "dog-field.jpg").read_bytes()
+    at.file_uploader[0].set_value(("dog-field.jpg", data, "image/jpeg")).run()
+    _describe(at)
+    [expected] = german.caption([data], german.default_decode(beam_width=3))
+    assert expected.lang == "de" and expected.text[0].isupper() and expected.text.endswith(".")
+    [heading] = [m.value for m in at.markdown if m.value.startswith("### ")]
+    assert heading == f"### {expected.hedged}"  # the German model's words, hedged in German
+    assert at.code[0].value == expected.sentence  # copy text and alt text
+    at.button(key="speak-0").click().run()
+    spoken = at.session_state["speech-0"]
+    assert spoken.text == expected.sentence
+    assert any("Voice used:" in c.value and "German" in c.value for c in at.caption)
+    if spoken.engine.startswith("espeak"):  # offline: the very audio the German voice makes of that text
+        assert spoken.audio == espeak_speak(expected.sentence, "de")

@@ -31,3 +31,26 @@ def test_upload_caption_and_listen_in_chromium(server):
         assert driver.save_screenshot(str(ARTIFACTS / "app-screenshot.png"))
     finally:
         driver.quit()
+
+
+def test_german_caption_and_german_audio_in_chromium(server):
+    """Pick "Deutsch" in the real page: the caption is the German model's, and the audio the page plays is
+    the German voice reading it."""
+    from captioner import Captioner
+    from captioner.serving.speech import espeak_speak
+
+    url, _ = server
+    german = Captioner.load(lang="de", allow_download=False)
+    [expected] = german.caption([ASSETS / "dog-field.jpg"])
+    driver = new_browser()
+    try:
+        shown = caption_in_browser(driver, url, ASSETS / "dog-field.jpg", language="Deutsch")
+        assert shown["heading"] == expected.hedged  # e.g. "Ein Hund läuft über eine Wiese."
+        assert shown["alt"] == expected.sentence
+        assert "German" in shown["voice"] and shown["audio_duration_s"] > 0.3
+        if "espeak" in shown["voice"]:  # offline: exactly what the German voice makes of that sentence
+            assert shown["audio"] == espeak_speak(expected.sentence, "de")
+        ARTIFACTS.mkdir(exist_ok=True)
+        assert driver.save_screenshot(str(ARTIFACTS / "app-screenshot-de.png"))
+    finally:
+        driver.quit()

@@ -29,6 +29,7 @@ class RecordingCaptioner:
 
     def __init__(self):
         self.checkpoint = SimpleNamespace(length_alpha=TUNED_ALPHA, folder="fake-model")
+        self.lang = "en"
         self.decodes: list[DecodeConfig] = []
 
     def caption(self, images, decode=None, names=None, **keep):
@@ -83,7 +84,7 @@ def test_evaluate_flag_reaches_the_decoder(recorder, monkeypatch, tmp_path, caps
         seen.append(decode)
         return evaluate.EvalResult({"BLEU-1": 0.5}, {}, {}, {}, {"split": split, "n_images": 0})
 
-    monkeypatch.setattr(data, "load_dataset", lambda folder=None: SimpleNamespace())
+    monkeypatch.setattr(data, "load_dataset", lambda folder=None, lang="en": SimpleNamespace())
     monkeypatch.setattr(evaluate, "evaluate_split", fake_evaluate_split)
     assert main(["evaluate", "--json", *flags]) == 0
     [decode] = seen

@@ -68,7 +68,9 @@ def test_band_edges_and_unknown_band():
     with pytest.raises(ValueError, match="band must be one of"):
         hedge("a dog", "certain")
     assert hedge("", "low") == ""
-    assert hedge("a dog", "medium", lang="xx") == "Probably a dog"  # captions are English
+    assert hedge("a dog", "medium") == "Probably a dog"  # English unless the caption's language is given
+    with pytest.raises(ValueError, match="no captions in language 'xx'"):
+        hedge("a dog", "medium", lang="xx")
 
 
 def test_out_of_domain_is_low_and_warned():

@@ -175,3 +175,26 @@ def test_a_decoder_can_start_from_another_languages_shared_layers(tmp_path):
 def test_train_config_rejects_an_unknown_language():
     with pytest.raises(ValueError, match="choose one of"):
         TrainConfig(lang="klingon").validate()
+
+
+def test_float16_storage_halves_the_decoder_file_and_loads_back_as_float32(tmp_path):
+    from captioner.serving.decoders import build_model
+    from captioner.serving.model_folder import load_checkpoint, save_checkpoint, store_float16
+    from captioner.serving.vocab import Vocabulary
+
+    vocab = Vocabulary.fit(["ein hund läuft", "zwei hunde"], min_count=1)
+    cfg = TrainConfig(lang="de", units=64, embedding_dim=32)
+    model = build_model(len(vocab), cfg)
+    save_checkpoint(model, vocab, cfg, tmp_path / "m")
+    before = (tmp_path / "m" / "decoder.keras").stat().st_size
+    saved = store_float16(tmp_path / "m")
+    after = (tmp_path / "m" / "decoder.keras").stat().st_size
+    assert saved == before - after and after < 0.6 * before
+    loaded = load_checkpoint(tmp_path / "m")
+    assert loaded.config.storage == "float16"
+    for mine, theirs in zip(loaded.model.weights, model.weights):
+        assert str(mine.dtype) == "float32"
+        np.testing.assert_allclose(np.asarray(mine), np.asarray(theirs), rtol=1e-3, atol=1e-4)
+    cfg.storage = "float16"  # a training run asking for it writes the small file directly
+    save_checkpoint(model, vocab, cfg, tmp_path / "direct")
+    assert abs((tmp_path / "direct" / "decoder.keras").stat().st_size - after) < 0.05 * after

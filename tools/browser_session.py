@@ -83,22 +83,56 @@ def click_button(driver, wait, text: str) -> None:
     button.click()
 
 
-def caption_in_browser(driver, url: str, image: Path, speak: bool = True, timeout: float = 300) -> dict:
-    """Open the page, upload ``image``, caption it, optionally speak it. Returns what the page showed
-    and how long each part took."""
+def choose_option(driver, wait, label: str, option: str) -> None:
+    """Pick ``option`` (its shown text) in the selectbox labelled ``label``, as a person would: open the
+    list, click the entry."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+
+    box = wait.until(EC.element_to_be_clickable((
+        By.XPATH, f"//div[@data-testid='stSelectbox'][.//label[contains(., '{label}')]]//div[@role='combobox' or "
+                  f"@data-baseweb='select']")))
+    box.click()
+    entry = wait.until(EC.element_to_be_clickable((By.XPATH, f"//li[@role='option'][contains(., '{option}')]")))
+    entry.click()
+    wait.until(EC.presence_of_element_located((
+        By.XPATH, f"//div[@data-testid='stSelectbox'][.//label[contains(., '{label}')]][contains(., '{option}')]")))
+
+
+def audio_bytes(driver) -> bytes:
+    """The bytes behind the page's first <audio> element, fetched by the browser itself."""
+    import base64
+
+    encoded = driver.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        fetch(document.querySelector('audio').src).then(r => r.arrayBuffer()).then(buf => {
+            let s = ''; const b = new Uint8Array(buf);
+            for (let i = 0; i < b.length; i++) s += String.fromCharCode(b[i]);
+            done(btoa(s));
+        }).catch(e => done(''));""")
+    return base64.b64decode(encoded or "")
+
+
+def caption_in_browser(driver, url: str, image: Path, speak: bool = True, timeout: float = 300,
+                       language: str | None = None) -> dict:
+    """Open the page, (pick the caption ``language`` by its shown name), upload ``image``, caption it,
+    optionally speak it. Returns what the page showed and how long each part took."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
 
     wait = WebDriverWait(driver, timeout)
     driver.get(url)
+    if language:
+        choose_option(driver, wait, "Language", language)
     upload = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "input[type='file']")))
     upload.send_keys(str(image))
     wait.until(EC.presence_of_element_located((By.XPATH, f"//*[contains(text(), '{image.name}')]")))
     start = time.perf_counter()
     click_button(driver, wait, "Describe the image")
     heading = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "[data-testid='stMarkdownContainer'] h3")))
-    result = {"caption": heading.text.strip().rstrip(".").lower(), "caption_s": time.perf_counter() - start}
+    result = {"caption": heading.text.strip().rstrip(".").lower(), "heading": heading.text.strip(),
+              "caption_s": time.perf_counter() - start}
     img = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "[data-testid='stImage'] img")))
     result["alt"] = img.get_attribute("alt")
     warnings = driver.find_elements(By.XPATH, "//p[contains(text(), \"doesn't look like the photos\")]")
@@ -119,4 +153,5 @@ def caption_in_browser(driver, url: str, image: Path, speak: bool = True, timeou
         result["speech_s"] = time.perf_counter() - start
         voices = driver.find_elements(By.XPATH, "//*[contains(text(), 'Voice used:')]")
         result["voice"] = voices[0].text if voices else ""
+        result["audio"] = audio_bytes(driver)
     return result

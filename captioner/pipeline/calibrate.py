@@ -521,49 +521,74 @@ def run(args: argparse.Namespace) -> int:
     folders = list(dict.fromkeys(f.resolve() for f in folders))
     if args.refit_neighbours and (args.refit_domain or args.report_only):
         raise ValueError("--refit-neighbours rebuilds the neighbour index alone: not with --refit-domain or --report-only")
-    dataset = load_dataset(args.data)
+    from ..serving.model_folder import model_language, neighbours_file_for, read_tune_images
+
+    datasets: dict = {}  # caption language -> its dataset (references in that language)
+    scorers: dict = {}
+
+    def dataset_for(lang: str):
+        if lang not in datasets:
+            datasets[lang] = load_dataset(args.data, lang)
+        return datasets[lang]
+
+    def scorer_for(lang: str):
+        if lang not in scorers:
+            scorers[lang] = CiderD([dataset_for(lang).captions[n] for n in dataset_for(lang).split_names("train")])
+        return scorers[lang]
+
+    lang_of = model_language
+    def held_out_of(root: Path, lang: str) -> list[str]:
+        """The held-out images of the named folders of ``root`` that caption in ``lang``."""
+        return sorted({n for f in folders if f.parent == root and lang_of(f) == lang for n in read_tune_images(f)})
+
     encoder = XceptionEncoder.load(allow_download=False)
     if args.refit_neighbours:
-        from ..serving.model_folder import read_tune_images
-
-        for root in dict.fromkeys(f.parent for f in folders):
-            domain_path, index_path = root / DOMAIN_FILE, root / NEIGHBOURS_FILE
+        for root, lang in dict.fromkeys((f.parent, lang_of(f)) for f in folders):
+            domain_path, index_path = root / DOMAIN_FILE, root / neighbours_file_for(lang)
             if not domain_path.is_file():
                 raise SystemExit(f"{domain_path}: missing; fit it (and everything that depends on it) with "
                                  "--refit-domain")
-            held_out = sorted({n for f in folders if f.parent == root for n in read_tune_images(f)})
-            index = refit_neighbours(encoder, dataset, DomainCheck.load(domain_path), held_out)
+            index = refit_neighbours(encoder, dataset_for(lang), DomainCheck.load(domain_path), held_out_of(root, lang))
             index.save(index_path)
             log(f"wrote {index_path} ({index_path.stat().st_size / 1e6:.2f} MB): {index.references.stats}")
         return 0
-    scorer = CiderD([dataset.captions[n] for n in dataset.split_names("train")])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    shared: dict[Path, tuple[DomainCheck, NeighbourIndex]] = {}
+    shared: dict[Path, DomainCheck] = {}  # one domain check per models root, whatever the language
+    indexes: dict[tuple[Path, str], NeighbourIndex] = {}  # one neighbour index per root and language
     report_nonphotos = None
     for folder in folders:
         start = time.perf_counter()
         captioner = Captioner(encoder, load_checkpoint(folder))
+        lang = captioner.lang
+        dataset, scorer = dataset_for(lang), scorer_for(lang)
         root = folder.parent
+        domain_path, index_path = root / DOMAIN_FILE, root / neighbours_file_for(lang)
         if root not in shared:
-            domain_path, index_path = root / DOMAIN_FILE, root / NEIGHBOURS_FILE
-            if args.report_only or (domain_path.is_file() and index_path.is_file() and not args.refit_domain):
-                shared[root] = DomainCheck.load(domain_path), NeighbourIndex.load(index_path)
+            if args.report_only or (domain_path.is_file() and not args.refit_domain):
+                shared[root] = DomainCheck.load(domain_path)
+            else:  # the domain check is fitted with the English index (the same training photos)
+                english = dataset_for("en")
+                shared[root], index = fit_domain(encoder, english, held_out_of(root, "en"))
+                shared[root].save(domain_path)
+                index.save(root / NEIGHBOURS_FILE)
+                indexes[(root, "en")] = index
+                log(f"wrote {domain_path} ({domain_path.stat().st_size / 1e6:.2f} MB), {root / NEIGHBOURS_FILE} "
+                    f"({(root / NEIGHBOURS_FILE).stat().st_size / 1e6:.2f} MB); {shared[root].info}")
+        if (root, lang) not in indexes:
+            if args.report_only or (index_path.is_file() and not args.refit_domain):
+                indexes[(root, lang)] = NeighbourIndex.load(index_path)
             else:
-                from ..serving.model_folder import read_tune_images
-
-                held_out = sorted({n for f in folders if f.parent == root for n in read_tune_images(f)})
-                shared[root] = fit_domain(encoder, dataset, held_out)
-                shared[root][0].save(domain_path)
-                shared[root][1].save(index_path)
-                log(f"wrote {domain_path} ({domain_path.stat().st_size / 1e6:.2f} MB), {index_path} "
-                    f"({index_path.stat().st_size / 1e6:.2f} MB); {shared[root][0].info}")
-        domain, index = shared[root]
+                indexes[(root, lang)] = refit_neighbours(encoder, dataset, shared[root], held_out_of(root, lang))
+                indexes[(root, lang)].save(index_path)
+                log(f"wrote {index_path} ({index_path.stat().st_size / 1e6:.2f} MB)")
+        domain, index = shared[root], indexes[(root, lang)]
         held_out = None
         if args.report_only:
             model = ConfidenceModel.load(folder)
         else:
             calibrator, held_out = calibrate_folder(captioner, dataset, domain, index, scorer)
+            calibrator.neighbours_file = f"../{neighbours_file_for(lang)}"
             calibrator.save(folder / CONFIDENCE_FILE)
             model = ConfidenceModel.load(folder)
             log(f"wrote {folder / CONFIDENCE_FILE}: bands high >= {calibrator.high}, low < {calibrator.low}; "

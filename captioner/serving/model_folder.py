@@ -45,6 +45,11 @@ CONFIDENCE_FILE = "confidence.json"  # the folder's calibrator (serving/confiden
 # shared by every folder of a models root, found through the calibrator's relative paths
 DOMAIN_FILE = "domain.json"  # the out-of-domain check (serving/domain.py)
 NEIGHBOURS_FILE = "neighbours.json"  # training photos' coordinates and hashed caption n-grams (serving/confidence.py)
+
+
+def neighbours_file_for(lang: str) -> str:
+    """The shared neighbour index of a caption language: its references are in that language."""
+    return NEIGHBOURS_FILE if lang == "en" else f"neighbours-{lang}.json"
 DEFAULT_MODEL_NAME = "merge-ensemble"  # chosen by docs/SELECTION.md
 MODELS_ENV = "CAPTIONER_MODELS"
 
@@ -289,9 +294,56 @@ def save_checkpoint(model, vocab: Vocabulary, config: TrainConfig, folder: Path)
     inference_copy.set_weights(model.get_weights())
     tmp = folder / f".{DECODER_FILE}.tmp.keras"
     inference_copy.save(tmp)
+    if config.storage == "float16":
+        _weights_to_float16(tmp)
     tmp.replace(folder / DECODER_FILE)
     vocab.save(folder / VOCAB_FILE)
     write_config(folder, config)
+
+
+def store_float16(folder: Path) -> int:
+    """Rewrite a single folder's decoder.keras with float16 weights (half the bytes; Keras casts them back
+    to float32 variables on load) and record ``storage: float16`` in its config. -> bytes saved."""
+    folder = Path(folder)
+    config = read_config(folder)
+    before = (folder / DECODER_FILE).stat().st_size
+    tmp = folder / f".{DECODER_FILE}.tmp.keras"
+    tmp.write_bytes((folder / DECODER_FILE).read_bytes())
+    _weights_to_float16(tmp)
+    tmp.replace(folder / DECODER_FILE)
+    config.storage = "float16"
+    write_config(folder, config)
+    return before - (folder / DECODER_FILE).stat().st_size
+
+
+def _weights_to_float16(path: Path) -> None:
+    """Cast every float32 array in a .keras file's ``model.weights.h5`` to float16, in place."""
+    import io
+    import zipfile
+
+    import h5py
+    import numpy as np
+
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    buf = io.BytesIO()
+    with h5py.File(io.BytesIO(members["model.weights.h5"]), "r") as src, h5py.File(buf, "w") as dst:
+        dst.attrs.update(src.attrs)
+
+        def copy(name, obj):
+            if isinstance(obj, h5py.Group):
+                dst.require_group(name).attrs.update(obj.attrs)
+                return
+            data = obj[()]
+            if getattr(data, "dtype", None) == np.float32:
+                data = data.astype(np.float16)
+            dst.create_dataset(name, data=data).attrs.update(obj.attrs)
+
+        src.visititems(copy)
+    members["model.weights.h5"] = buf.getvalue()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
 
 
 def load_checkpoint(folder: str | Path | None = None) -> Checkpoint:
