@@ -276,7 +276,7 @@ async def _send_json(send, status: int, payload: dict) -> None:
 
 class SpeechRequest(BaseModel):
     text: str = Field(..., min_length=1, max_length=MAX_SPEECH_CHARS, description="what to say")
-    lang: str = Field("en", description="language code: en, fr, de, es, it, pt, nl or hi")
+    lang: str = Field("en", description="the caption's language, which sets the voice: en, de, zh, fr or es")
     engine: str = Field("auto", description="auto (gTTS, else espeak-ng), gtts or espeak")
 
 

@@ -1,9 +1,16 @@
-"""Captions spoken aloud: Google's gTTS when it answers, else an offline espeak-ng voice.
+"""Captions spoken aloud in their own language: Google's gTTS when it answers, else an offline espeak-ng voice.
+
+``speak(text, lang)`` takes a caption language code (``languages.LANGUAGES``: en, de, zh, fr, es) and
+speaks with that language's voice: ``Language.gtts_lang`` for gTTS ("zh-CN" for Chinese) and
+``Language.espeak_voice`` for espeak-ng ("cmn" for Chinese: the bundled espeak-ng has no "zh" voice, and
+its English voice would read each Hanzi as "Chinese letter"). An unknown code is a SpeechError naming
+the known ones.
 
 gTTS needs Google's servers; offline, rate-limited (HTTP 429) or without DNS it fails, so every call has
 a timeout and any failure falls back to espeak-ng from the ``espeakng-loader`` wheel (no system install),
 driven through a small ctypes binding. libespeak-ng keeps global state and is not thread-safe, so all
 calls into it hold one lock. Results are cached per (text, engine, language).
+``espeak_phonemes`` gives the phonemes espeak-ng reads a text as (to check which voice reads what).
 """
 from __future__ import annotations
 
@@ -15,9 +22,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+from .languages import LANGUAGES, Language, LanguageError, language
+
 GTTS_TIMEOUT_S = 6.0
-LANGUAGES = {"en": "English", "fr": "French", "de": "German", "es": "Spanish", "it": "Italian",
-             "pt": "Portuguese", "nl": "Dutch", "hi": "Hindi"}  # offered in the app; captions are English
+# LANGUAGES (imported above) are the caption languages: code -> Language, whose voices speak() uses.
 ENGINES = ("auto", "gtts", "espeak")
 
 
@@ -32,6 +40,7 @@ class Speech:
     engine: str  # which voice was used, to show the user
     notes: tuple[str, ...] = ()  # e.g. why the online voice was not used
     text: str = ""  # what was said
+    lang: str = "en"  # the caption language it was said in (its voice: languages.py)
 
     @property
     def extension(self) -> str:
@@ -39,7 +48,8 @@ class Speech:
 
 
 def gtts_speak(text: str, lang: str = "en", timeout: float = GTTS_TIMEOUT_S) -> bytes:
-    """MP3 bytes from Google Translate's TTS; raises on any failure (network, 429, bad language)."""
+    """MP3 bytes from Google Translate's TTS; ``lang`` is gTTS's code ("zh-CN", not "zh"); raises on any
+    failure (network, 429, bad language)."""
     from gtts import gTTS
 
     buf = io.BytesIO()
@@ -78,9 +88,28 @@ class _EspeakNG:
             self._chunks.append(ctypes.string_at(samples, count * 2))
         return 0  # 0 = keep going
 
-    def synthesize(self, text: str, voice: str = "en", words_per_minute: int = 160) -> bytes:
+    def _set_voice(self, voice: str) -> None:
         if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise SpeechError(f"espeak-ng has no voice {voice!r}")
+
+    def phonemes(self, text: str, voice: str = "en", ipa: bool = True) -> str:
+        """What ``voice`` reads ``text`` as: IPA (or espeak-ng's ASCII phoneme names), one clause after
+        another, separated by spaces."""
+        self._set_voice(voice)
+        fn = self.lib.espeak_TextToPhonemes
+        fn.restype = ctypes.c_char_p
+        fn.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
+        buf = ctypes.create_string_buffer(text.encode("utf-8") + b"\0")
+        pointer = ctypes.c_void_p(ctypes.addressof(buf))  # espeak-ng moves it on a clause a call; NULL: done
+        clauses = []
+        while pointer.value:
+            out = fn(ctypes.byref(pointer), self.CHARS_UTF8, 0x02 if ipa else 0)  # bit 1: IPA
+            if out:
+                clauses.append(out.decode("utf-8", "replace").strip())
+        return " ".join(c for c in clauses if c)
+
+    def synthesize(self, text: str, voice: str = "en", words_per_minute: int = 160) -> bytes:
+        self._set_voice(voice)
         self.lib.espeak_SetParameter(self.RATE, words_per_minute, 0)
         self._chunks = []
         data = text.encode("utf-8") + b"\0"
@@ -101,13 +130,34 @@ _espeak: _EspeakNG | None = None
 _espeak_lock = threading.Lock()  # libespeak-ng is a process-wide singleton and not thread-safe
 
 
-def espeak_speak(text: str, lang: str = "en") -> bytes:
-    """WAV bytes from the bundled espeak-ng (offline, a few milliseconds)."""
+def _engine() -> _EspeakNG:
     global _espeak
+    if _espeak is None:  # called with _espeak_lock held
+        _espeak = _EspeakNG()
+    return _espeak
+
+
+def espeak_speak(text: str, voice: str = "en") -> bytes:
+    """WAV bytes from the bundled espeak-ng (offline, a few milliseconds). ``voice`` is espeak-ng's name
+    (``Language.espeak_voice``: "cmn" for Chinese, not "zh")."""
     with _espeak_lock:
-        if _espeak is None:
-            _espeak = _EspeakNG()
-        return _espeak.synthesize(text, voice=lang)
+        return _engine().synthesize(text, voice=voice)
+
+
+def espeak_phonemes(text: str, voice: str = "en", ipa: bool = True) -> str:
+    """The phonemes espeak-ng's ``voice`` reads ``text`` as, e.g. "über" in "de" -> "ˈyːbɜ" (the "en" voice
+    says "ˈuːbə"; given a lone "ü" it says "jˌuːˈʊmlaʊt"). ``ipa=False``: espeak-ng's ASCII names, whose
+    Mandarin syllables carry tone digits ("n'y214")."""
+    with _espeak_lock:
+        return _engine().phonemes(text, voice=voice, ipa=ipa)
+
+
+def caption_language(lang: str | None) -> Language:
+    """The caption language ``lang`` names (None: English); SpeechError naming the known codes otherwise."""
+    try:
+        return language(lang)
+    except LanguageError:
+        raise SpeechError(f"no voice for language {lang!r}: choose one of {', '.join(LANGUAGES)}") from None
 
 
 _cache: OrderedDict[tuple[str, str, str], Speech] = OrderedDict()
@@ -117,16 +167,21 @@ CACHE_SIZE = 128
 
 def speak(text: str, lang: str = "en", engine: str = "auto", timeout: float = GTTS_TIMEOUT_S,
           online=gtts_speak, offline=espeak_speak) -> Speech:
-    """Speak ``text``: ``engine`` "gtts" or "espeak" forces one; "auto" tries gTTS, then espeak-ng.
+    """Speak ``text``, a caption in language ``lang`` (a ``languages.LANGUAGES`` code: en, de, zh, fr, es),
+    with that language's voice: ``engine`` "gtts" or "espeak" forces one; "auto" tries gTTS, then espeak-ng.
+    ``online(text, gtts_lang, timeout)`` and ``offline(text, espeak_voice)`` get the engine's own code for
+    the language ("zh-CN" and "cmn" for "zh").
 
-    Raises SpeechError only when no engine worked; the message lists each engine's failure.
+    Raises SpeechError when the language is unknown, and when no engine worked (the message lists each
+    engine's failure).
     """
     text = " ".join(text.split())
     if not text:
         raise SpeechError("nothing to say: the caption is empty")
     if engine not in ENGINES:
         raise SpeechError(f"unknown speech engine {engine!r} (choose from {', '.join(ENGINES)})")
-    key = (text, engine, lang)
+    caption_lang = caption_language(lang)
+    key = (text, engine, caption_lang.code)
     with _cache_lock:
         if key in _cache:
             _cache.move_to_end(key)
@@ -135,12 +190,14 @@ def speak(text: str, lang: str = "en", engine: str = "auto", timeout: float = GT
     result = None
     if engine in ("auto", "gtts"):
         try:
-            result = Speech(online(text, lang, timeout), "audio/mpeg", "gTTS (Google, online)", text=text)
+            audio = online(text, caption_lang.gtts_lang, timeout)
+            result = Speech(audio, "audio/mpeg", "gTTS (Google, online)", text=text, lang=caption_lang.code)
         except Exception as err:  # gTTSError, requests errors, timeouts, ValueError for a language
             notes.append(f"online voice unavailable ({_short(err)})")
     if result is None and engine in ("auto", "espeak"):
         try:
-            result = Speech(offline(text, lang), "audio/wav", "espeak-ng (offline)", tuple(notes), text)
+            audio = offline(text, caption_lang.espeak_voice)
+            result = Speech(audio, "audio/wav", "espeak-ng (offline)", tuple(notes), text, caption_lang.code)
         except Exception as err:  # missing library, unknown voice, synthesis failure
             notes.append(f"offline voice unavailable ({_short(err)})")
     if result is None:
