@@ -26,11 +26,12 @@ def main(folders: list[str]) -> int:
         held_out.add((folder / "tune_images.txt").read_text())
     if len(held_out) != 1:
         raise SystemExit("the candidates were tuned on different held-out images; their rows do not compare")
-    scores = balanced_scores({name: {m: row[m] for m in BALANCED_METRICS} for name, row in rows.items()})
-    print("| candidate | alpha | " + " | ".join(BALANCED_METRICS) + " | balanced |")
-    print("|---|---|" + "---|" * (len(BALANCED_METRICS) + 1))
+    metrics = [m for m in BALANCED_METRICS if all(m in row for row in rows.values())]  # METEOR: English only
+    scores = balanced_scores({name: {m: row[m] for m in metrics} for name, row in rows.items()})
+    print("| candidate | alpha | " + " | ".join(metrics) + " | balanced |")
+    print("|---|---|" + "---|" * (len(metrics) + 1))
     for name in sorted(rows, key=scores.get, reverse=True):
-        print(f"| {name} | {rows[name]['alpha']} | " + " | ".join(f"{rows[name][m]:.4f}" for m in BALANCED_METRICS)
+        print(f"| {name} | {rows[name]['alpha']} | " + " | ".join(f"{rows[name][m]:.4f}" for m in metrics)
               + f" | {scores[name]:.4f} |")
     print(f"default by the rule: {max(rows, key=scores.get)}")
     return 0

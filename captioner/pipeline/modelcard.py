@@ -53,15 +53,17 @@ def write_model_card(folder: Path, cfg: TrainConfig, training: dict, evaluations
     _write_card(folder, model_card_text(folder, cfg, training, evaluations, data, machine, language))
 
 
-def write_ensemble_card(folder: Path, checkpoint, evaluations: list[dict], dataset=None) -> None:
+def write_ensemble_card(folder: Path, checkpoint, evaluations: list[dict], dataset=None,
+                        language: dict | None = None) -> None:
     """metrics.json and MODEL_CARD.md of an ensemble folder, right after its evaluation."""
     folder = Path(folder)
     members = [member_facts(m.folder) for m in checkpoint.members]
     data = _data_facts(folder, dataset, _stored_data(folder) or _members_data([m.folder for m in checkpoint.members]))
     machine = describe_machine()
     mf.write_metrics(folder, {"evaluations": evaluations, "members": members,
-                              **({"data": data} if data else {}), "machine": machine})
-    _write_card(folder, ensemble_card_text(folder, members, evaluations, data, machine))
+                              **({"data": data} if data else {}), "machine": machine,
+                              **({"language": language} if language else {})})
+    _write_card(folder, ensemble_card_text(folder, members, evaluations, data, machine, language))
 
 
 def write_model_card_from_files(folder: Path, dataset=None) -> Path:
@@ -79,7 +81,7 @@ def write_model_card_from_files(folder: Path, dataset=None) -> Path:
         members = [member_facts(m) for m in member_folders]
         stored = metrics.get("data") or _members_data(member_folders)
         data = _data_facts(folder, dataset, stored)
-        text = ensemble_card_text(folder, members, evaluations, data, metrics.get("machine"))
+        text = ensemble_card_text(folder, members, evaluations, data, metrics.get("machine"), metrics.get("language"))
     else:
         training = mf.read_training(folder) if (folder / mf.TRAINING_FILE).is_file() else metrics.get("training")
         if not training:
@@ -359,6 +361,11 @@ def model_card_text(folder: Path, cfg: TrainConfig, training: dict, evaluations:
 {_limits(data, training.get('train_images'))}"""
 
 
+def _first_member(folder: Path) -> Path:
+    """An ensemble's first member (the folder whose vocabulary and truecase table it uses), else the folder."""
+    return mf.ensemble_members(folder)[0] if mf.is_ensemble_folder(folder) else Path(folder)
+
+
 def language_section(folder: Path, cfg: TrainConfig, facts: dict | None) -> str:
     """For captions in a language other than English: how its text is handled and scored, the dev
     figures against a constant baseline, and examples with English references ("" for English)."""
@@ -373,7 +380,8 @@ def language_section(folder: Path, cfg: TrainConfig, facts: dict | None) -> str:
     examples = "\n".join(f"| {e['image']} | {e['caption']} | {' / '.join(e['references'])} | "
                          f"{' / '.join(e['english_references']) or 'n/a'} |" for e in facts["examples"])
     case = (f"- Modelled in lower case; capitals restored for display from the training captions' own spelling "
-            f"(`{mf.TRUECASE_FILE}`, {len(mf.read_truecase(folder)):,} words).\n" if spec.restores_case else "")
+            f"(`{mf.TRUECASE_FILE}`, {len(mf.read_truecase(_first_member(folder))):,} words).\n"
+            if spec.restores_case else "")
     storage = ("- `decoder.keras` stores its weights as float16 (half the file); they are float32 again once "
                "loaded.\n" if getattr(cfg, "storage", "float32") == "float16" else "")
     return f"""## Language: {spec.name} ({spec.code})
@@ -435,9 +443,10 @@ def confidence_section(folder: Path) -> str:
 
 
 def ensemble_card_text(folder: Path, members: list[dict], evaluations: list[dict], data: dict | None,
-                       eval_machine: dict | None) -> str:
+                       eval_machine: dict | None, language_facts: dict | None = None) -> str:
     """The card of an ensemble folder (``members``: ``member_facts`` of each)."""
     folder = Path(folder)
+    cfg = mf.read_config(mf.ensemble_members(folder)[0])
     decoding = mf.read_decoding(folder)
     held_out = len(mf.read_tune_images(folder))
     member_rows = "\n".join(
@@ -479,5 +488,5 @@ Build the folder (and this card): `python -m captioner ensemble {member_args} --
 Decoding runs every member at each step, so it costs about {len(members)}x a single decoder's steps; the
 Xception encoder, which dominates the time per caption, runs once.
 
-{confidence_section(folder)}
+{language_section(folder, cfg, language_facts)}{confidence_section(folder)}
 {_limits(data, train_images)}"""

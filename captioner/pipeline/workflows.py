@@ -142,7 +142,7 @@ def evaluate_and_card(folder: Path, dataset, encoder, log=print) -> list[dict]:
     if checkpoint.config.lang != "en":
         extra["language"] = language_facts(folder, dataset, encoder, log)
     if checkpoint.is_ensemble:
-        write_ensemble_card(folder, checkpoint, evaluations, dataset=dataset)
+        write_ensemble_card(folder, checkpoint, evaluations, dataset=dataset, **extra)
     else:
         write_model_card(folder, checkpoint.config, mf.read_training(folder), evaluations, dataset=dataset, **extra)
     log(f"model card written to {Path(folder) / mf.CARD_FILE}")

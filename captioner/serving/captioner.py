@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,12 +91,18 @@ class Captioner:
 
     def __init__(self, encoder, checkpoint, confidence: ConfidenceModel | None = None,
                  confidence_problem: str | None = None):
-        from .decoders import checkpoint_stepper
-
         self.encoder = encoder
         self.checkpoint = checkpoint
         self.vocab = checkpoint.vocab
-        self.stepper = checkpoint_stepper(checkpoint)
+        if checkpoint.model is None:  # loaded without Keras: OpenVINO or NumPy steps over the folder's weights
+            from .decoders.portable import OpenVINOStepper, portable_stepper
+
+            self.stepper = portable_stepper(checkpoint.folder, vocab_size=len(checkpoint.vocab))
+            self.decoder_backend = "openvino" if isinstance(self.stepper, OpenVINOStepper) else "numpy"
+        else:
+            from .decoders import checkpoint_stepper
+
+            self.stepper, self.decoder_backend = checkpoint_stepper(checkpoint), "tensorflow"
         self.confidence = confidence  # None: captions come without an assessment
         self.confidence_problem = confidence_problem  # why there is no confidence model (for the page and CLI)
 
@@ -138,18 +145,29 @@ class Captioner:
         Xception encoder (on ``backend``: "auto", "openvino" or "tensorflow"; default
         ``$CAPTIONER_BACKEND``, else the encoder's default).
 
+        When the encoder runs on OpenVINO and every decoder is a merge decoder, the decoders step on
+        OpenVINO too (or NumPy; ``decoders/portable.py``) and TensorFlow is never imported; otherwise
+        they run on TensorFlow. ``decoder_backend`` says which.
+
         Raises CheckpointError, LanguageError or WeightsError with a message that says how to fix it.
         """
         from .encoder import XceptionEncoder
         from .model_folder import CheckpointError, default_model_dir, load_checkpoint
 
-        checkpoint = load_checkpoint(model_dir or default_model_dir(lang))
+        checkpoint = load_checkpoint(model_dir or default_model_dir(lang), keras=False)  # files checked, no Keras
         if lang and checkpoint.config.lang != lang:
             raise CheckpointError(f"{checkpoint.folder} captions in {checkpoint.config.lang!r}, not {lang!r}: "
                                   f"leave out the model folder to get the {lang!r} default, or pass a {lang!r} folder")
         confidence, problem = load_confidence(checkpoint.folder)
         encoder = XceptionEncoder.load(weights, allow_download=allow_download, backend=backend)
-        return cls(encoder, checkpoint, confidence, problem)
+        if encoder.backend == "openvino" and portable_folder(checkpoint):
+            from .decoders.portable import PortableUnavailable
+
+            try:
+                return cls(encoder, checkpoint, confidence, problem)
+            except PortableUnavailable as err:  # unusual layer settings: TensorFlow steps them
+                print(f"captioner: decoders run on TensorFlow, because {err}", file=sys.stderr)
+        return cls(encoder, load_checkpoint(checkpoint.folder), confidence, problem)
 
     def assess(self, features: np.ndarray, captions: Sequence[Caption]) -> list[Assessment | None]:
         """How sure each picture's chosen caption is: ``features`` as ``encode`` returns them (B, ...),
@@ -225,6 +243,14 @@ class Captioner:
                 results[index].lang = self.lang
                 results[index].seconds += share
         return results
+
+
+def portable_folder(checkpoint) -> bool:
+    """True when every decoder of ``checkpoint`` can step without TensorFlow (``decoders/portable.py``)."""
+    from .decoders.portable import PORTABLE_FAMILIES
+
+    members = checkpoint.members or [checkpoint]
+    return all(m.config.decoder in PORTABLE_FAMILIES for m in members)
 
 
 def load_confidence(model_dir: Path) -> tuple[ConfidenceModel | None, str | None]:

@@ -190,16 +190,30 @@ class XceptionEncoder:
 
 def runtime_info(model_dir: str | Path | None = None, weights: str | Path | None = None,
                  backend: str | None = None) -> dict:
-    """What captions would run on here: encoder backend (as chosen by loading it), precision, CPU,
-    TensorFlow and OpenVINO versions, model folder. For ``python -m captioner info``."""
-    import tensorflow as tf
+    """What captions would run on here: encoder backend (as chosen by loading it), precision, what steps
+    the decoders, CPU, TensorFlow and OpenVINO versions, model folder. For ``python -m captioner info``
+    (which, like captioning, imports TensorFlow only when something runs on it)."""
+    from importlib import metadata
 
     from ..pipeline.machine import describe_machine, format_machine
-    from .ray_batch import resolve_model_dir
+    from .captioner import portable_folder
+    from .model_folder import load_checkpoint
     from .openvino_encoder import openvino_version
+    from .ray_batch import resolve_model_dir
 
     folder = resolve_model_dir(model_dir)
     encoder = XceptionEncoder.load(weights, allow_download=False, backend=backend)
+    checkpoint = load_checkpoint(folder, keras=False)
+    numpy_steps = encoder.backend == "openvino" and portable_folder(checkpoint)
+    versions = {}
+    for dist in ("tensorflow-cpu", "tensorflow"):
+        try:
+            versions["tensorflow"] = metadata.version(dist)
+            break
+        except metadata.PackageNotFoundError:
+            continue
     return {"backend": encoder.backend, "backend_note": encoder.backend_note, "precision": encoder.precision,
-            "cpu": format_machine(describe_machine()), "tensorflow": tf.__version__,
+            "decoders": "NumPy (no TensorFlow)" if numpy_steps else "TensorFlow",
+            "lang": checkpoint.config.lang, "cpu": format_machine(describe_machine()),
+            "tensorflow": versions.get("tensorflow", "not installed"),
             "openvino": openvino_version() or "not installed", "model": str(folder)}

@@ -346,17 +346,18 @@ def _weights_to_float16(path: Path) -> None:
             archive.writestr(name, data)
 
 
-def load_checkpoint(folder: str | Path | None = None) -> Checkpoint:
-    """Load and cross-check a model folder (default: the default model), single or ensemble."""
+def load_checkpoint(folder: str | Path | None = None, keras: bool = True) -> Checkpoint:
+    """Load and cross-check a model folder (default: the default model), single or ensemble.
+
+    ``keras=False`` reads everything but the Keras decoder (``model`` stays None): for serving on
+    ``decoders/portable.py``'s steppers, which read the weights themselves, with no TensorFlow."""
     folder = Path(folder) if folder else default_model_dir()
     if is_ensemble_folder(folder):
-        return _load_ensemble(folder)
-    return _load_single(folder)
+        return _load_ensemble(folder, keras)
+    return _load_single(folder, keras)
 
 
-def _load_single(folder: Path) -> Checkpoint:
-    import keras
-
+def _load_single(folder: Path, keras: bool = True) -> Checkpoint:
     fix = ("train one with `python -m captioner train --out DIR`, or pass --model with a folder "
            f"holding {DECODER_FILE}, {VOCAB_FILE} and {CONFIG_FILE}")
     if not folder.is_dir():
@@ -369,11 +370,15 @@ def _load_single(folder: Path) -> Checkpoint:
         vocab = Vocabulary.load(folder / VOCAB_FILE)
     except VocabError as err:
         raise CheckpointError(str(err)) from err
+    if not keras:
+        return Checkpoint(None, vocab, config, folder, read_length_alpha(folder), truecase=read_truecase(folder))
+    import keras as keras_module
+
     from .decoders import family
 
     family(config.decoder).import_module()  # registers the family's custom layers for safe-mode loading
     try:
-        model = keras.models.load_model(folder / DECODER_FILE, compile=False, safe_mode=True)
+        model = keras_module.models.load_model(folder / DECODER_FILE, compile=False, safe_mode=True)
     except Exception as err:  # zip, h5 and deserialisation errors all land here
         raise CheckpointError(f"{folder / DECODER_FILE}: cannot load the decoder "
                               f"({type(err).__name__}: {str(err)[:200]}); {fix}") from err
@@ -387,14 +392,14 @@ def _load_single(folder: Path) -> Checkpoint:
     return Checkpoint(model, vocab, config, folder, read_length_alpha(folder), truecase=read_truecase(folder))
 
 
-def _load_ensemble(folder: Path) -> Checkpoint:
+def _load_ensemble(folder: Path, keras: bool = True) -> Checkpoint:
     """Load every member; they must share the vocabulary and the kind of image features."""
     members = []
     for member in ensemble_members(folder):
         if is_ensemble_folder(member):
             raise CheckpointError(f"{folder / ENSEMBLE_FILE}: member {member} is itself an ensemble")
         try:
-            members.append(_load_single(member))
+            members.append(_load_single(member, keras))
         except CheckpointError as err:
             raise CheckpointError(f"{folder / ENSEMBLE_FILE}: member {member.name} cannot be loaded: {err}") from err
     first = members[0]
