@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -43,13 +42,23 @@ class Bench:
         from captioner.pipeline.data import load_dataset
         from captioner.serving.images import load_and_preprocess
 
-        self.captioner = Captioner.load(model, allow_download=False)
+        self.captioner = Captioner.load(model, allow_download=False)  # what users get: the fastest backend here
+        self._keras = None
         self.dataset = load_dataset()
         self.names = self.dataset.split_names("dev")[:n_images]
         self.pixels = np.stack([load_and_preprocess(self.dataset.image_path(n)) for n in self.names])
         self.features = self.captioner.encode(self.pixels)
         self.vocab = self.captioner.vocab
         self.figures: dict[str, dict] = {}
+
+    @property
+    def keras_checkpoint(self):
+        """The model folder with its Keras decoders (for the figures that compare training-time code)."""
+        from captioner.serving.model_folder import load_checkpoint
+
+        if self._keras is None:
+            self._keras = load_checkpoint(self.captioner.checkpoint.folder)
+        return self._keras
 
     def decode(self, stepper, feats, width):
         """Best caption ids per row of ``feats``, decoded as the app decodes (the model's DecodeConfig)."""
@@ -65,7 +74,7 @@ class Bench:
 
         from captioner.serving.decoders import make_stepper
 
-        checkpoint = self.captioner.checkpoint  # an ensemble's first member: the same decoder on both sides
+        checkpoint = self.keras_checkpoint  # an ensemble's first member: the same decoder on both sides
         ref, ours = PredictPerWordStepper(checkpoint.model), make_stepper(checkpoint.model, checkpoint.config.decoder)
         feats = self.features[:n]
         out = {}
@@ -134,7 +143,7 @@ class Bench:
         from captioner.pipeline.engine import Batches
         from captioner.pipeline.train import encode_captions, make_dataset, teacher_forcing_steps
 
-        cfg = TrainConfig.from_json(self.captioner.checkpoint.config.to_json())
+        cfg = TrainConfig.from_json(self.keras_checkpoint.config.to_json())
         names = self.dataset.split_names("train")[:n_images]
         feats = self.captioner.encoder.encode(np.stack([load_and_preprocess(self.dataset.image_path(n))
                                                         for n in names]))
@@ -197,6 +206,43 @@ class Bench:
         self.figures["g"] = out
         return out
 
+    def i_serving_backends(self):
+        """The full default caption (encoder + beam 3, one image at a time) on each serving stack, against the
+        plain TensorFlow float32 Xception forward pass in the same run; captions compared with the
+        all-TensorFlow stack. Stacks: TensorFlow encoder + TensorFlow decoders, OpenVINO encoder +
+        TensorFlow decoders, OpenVINO encoder + OpenVINO/NumPy decoders (what ``Captioner.load`` picks),
+        and int8 encoder + the same decoders when the int8 IR has been built."""
+        from captioner import Captioner
+        from captioner.serving.encoder import XceptionEncoder
+        from captioner.serving.weights import ensure_weights
+
+        path, digest = ensure_weights(allow_download=False)
+        tf_enc = XceptionEncoder(path, digest, backend="tensorflow")
+        pixels = self.pixels[:16]
+        decode = self.captioner.default_decode(beam_width=3)
+        stacks = {"tensorflow + tensorflow": Captioner(tf_enc, self.keras_checkpoint),
+                  "openvino + tensorflow": Captioner(self.captioner.encoder, self.keras_checkpoint),
+                  f"openvino + {self.captioner.decoder_backend}": self.captioner}
+        try:
+            stacks[f"int8 + {self.captioner.decoder_backend}"] = Captioner(
+                XceptionEncoder(path, digest, backend="openvino", precision="int8"), self.captioner.checkpoint)
+        except Exception as err:  # no int8 IR built here (python -m captioner quantize), or no OpenVINO
+            int8_note = f"{type(err).__name__}: {err}"
+        else:
+            int8_note = None
+        t_xception, _ = timed(lambda: [tf_enc.encode(p[None]) for p in pixels])
+        out = {"images": len(pixels), "tensorflow_xception_ms": 1000 * t_xception / len(pixels)}
+        reference = None
+        for label, cap in stacks.items():
+            t, texts = timed(lambda: [cap.caption_features(cap.encode(p[None]), decode)[0][0].tokens for p in pixels])
+            reference = reference or texts
+            out[label] = {"caption_ms": 1000 * t / len(pixels), "vs_tensorflow_xception": t / t_xception,
+                          "identical_to_tensorflow": float(np.mean([a == b for a, b in zip(texts, reference)]))}
+        if int8_note:
+            out["int8"] = f"skipped: {int8_note}"
+        self.figures["i"] = out
+        return out
+
     def h_encoder_openvino(self):
         """Encoder on OpenVINO float32 vs TensorFlow float32, side by side: ms per image at batch 1 and 8,
         feature cosine, identical beam-3 captions (the features this model reads, all the run's images)."""
@@ -236,21 +282,57 @@ class Bench:
 
 
 def f_cold_start(model: Path | None = None) -> dict:
-    """Fresh process: start to first caption served (library path the app uses), and peak RSS."""
-    code = ("import time; t=time.time(); from captioner import Captioner; "
-            f"c=Captioner.load({str(model) if model else None!r}, allow_download=False);"
-            f"r=c.caption([{str(ROOT / 'assets' / 'cat.jpg')!r}]); print(time.time()-t, r[0].text)")
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    wall = time.perf_counter() - start
-    rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"process_start_to_first_caption_s": wall, "peak_rss_mb": rss_mb, "caption": proc.stdout.split(" ", 1)[-1].strip()}
+    """Fresh process per backend: the CLI captioning one image (``python -m captioner caption``), from
+    process start to the caption printed, its peak RSS, and whether TensorFlow was imported."""
+    code = ("import json, resource, sys; from captioner.cli import main; "
+            f"main(['caption', '--json', {str(ROOT / 'assets' / 'cat.jpg')!r}]"
+            + (f" + ['--model', {str(model)!r}]" if model else "") + "); "
+            "print(json.dumps({'rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "
+            "'tensorflow': 'tensorflow' in sys.modules}))")
+    out = {}
+    for backend in ("auto", "tensorflow"):
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CAPTIONER_BACKEND": backend})
+        wall = time.perf_counter() - start
+        lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+        caption, probe = (lines[0], lines[-1]) if len(lines) == 2 else ({}, {})
+        out[backend] = {"process_start_to_first_caption_s": wall, "peak_rss_mb": probe.get("rss_mb"),
+                        "imported_tensorflow": probe.get("tensorflow"), "caption": caption.get("model_caption")}
+    out["start_ratio"] = out["auto"]["process_start_to_first_caption_s"] / out["tensorflow"]["process_start_to_first_caption_s"]
+    return out
+
+
+def j_app_ready() -> dict:
+    """`streamlit run app.py` in headless Chromium: seconds from launching the server until the page shows
+    its upload control (the model loaded and the first script run done)."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    from browser_session import new_browser, streamlit_server
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    out = {}
+    for backend in ("auto", "tensorflow"):
+        os.environ["CAPTIONER_BACKEND"] = backend
+        start = time.perf_counter()
+        try:
+            with streamlit_server() as (url, _):
+                driver = new_browser()
+                try:
+                    driver.get(url)
+                    WebDriverWait(driver, 300).until(EC.presence_of_element_located((By.CSS_SELECTOR, "input[type='file']")))
+                    out[backend] = {"streamlit_run_to_upload_ready_s": time.perf_counter() - start}
+                finally:
+                    driver.quit()
+        finally:
+            os.environ.pop("CAPTIONER_BACKEND", None)
+    return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", default="a,b,c,d,e,f,g,h")
+    parser.add_argument("--only", default="a,b,c,d,e,f,g,h,i,j")
     parser.add_argument("--images", type=int, default=64, help="dev images to use (default %(default)s)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped default)")
@@ -266,7 +348,7 @@ def main() -> int:
     figures["model"] = str(bench.captioner.checkpoint.folder)
     for key, fn in (("a", bench.a_reference), ("b", bench.b_beam_vs_greedy), ("c", bench.c_caption_vs_encoder),
                     ("d", bench.d_throughput), ("e", bench.e_training), ("g", bench.g_encoder_precision),
-                    ("h", bench.h_encoder_openvino)):
+                    ("h", bench.h_encoder_openvino), ("i", bench.i_serving_backends), ("j", j_app_ready)):
         if key in wanted:
             figures[key] = fn()
             print(key, json.dumps(figures[key]), flush=True)

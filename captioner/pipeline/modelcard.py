@@ -350,7 +350,7 @@ def model_card_text(folder: Path, cfg: TrainConfig, training: dict, evaluations:
 ## Training
 - {training['train_seconds'] / 60:.1f} minutes on {format_machine(training.get('machine'))}, {training['epochs_run']} epochs{peak};
   {kept}; best dev loss {training['best_val_loss']:.4f} (curve: `training_curve.png`).{scst_line}
-- Decoder: {training['parameters']:,} parameters; `decoder.keras` is {size_mb:.1f} MB.
+- Decoder: {training['parameters']:,} parameters; `decoder.keras` is {size_mb:.1f} MB{_storage_note(folder, cfg)}.
 - Reproduce: `{train_command}` (the settings below; the others are defaults).
 
 | setting | value |
@@ -359,6 +359,14 @@ def model_card_text(folder: Path, cfg: TrainConfig, training: dict, evaluations:
 
 {language_section(folder, cfg, language_facts)}{confidence_section(folder)}
 {_limits(data, training.get('train_images'))}"""
+
+
+def _storage_note(folder: Path, cfg: TrainConfig) -> str:
+    """How the weights are stored, when not float32."""
+    if cfg.storage != "float16":
+        return ""
+    return (f" (weights stored as float16, half the file, and float32 again once loaded; "
+            f"`python tools/float16_storage.py models/{Path(folder).name}` compares both files' dev captions)")
 
 
 def _first_member(folder: Path) -> Path:
@@ -382,12 +390,10 @@ def language_section(folder: Path, cfg: TrainConfig, facts: dict | None) -> str:
     case = (f"- Modelled in lower case; capitals restored for display from the training captions' own spelling "
             f"(`{mf.TRUECASE_FILE}`, {len(mf.read_truecase(_first_member(folder))):,} words).\n"
             if spec.restores_case else "")
-    storage = ("- `decoder.keras` stores its weights as float16 (half the file); they are float32 again once "
-               "loaded.\n" if getattr(cfg, "storage", "float32") == "float16" else "")
     return f"""## Language: {spec.name} ({spec.code})
 - Captions: {spec.references_per_image} per image in the data (`{spec.captions_file}`); tokens for the model and
   for every metric: **{spec.tokenisation}**. METEOR is left out: its stemmer and paraphrase tables are English.
-{case}{storage}- Written back as people write {spec.name} (for example: "{facts['examples'][0]['caption'] if facts['examples'] else ''}"),
+{case}- Written back as people write {spec.name} (for example: "{facts['examples'][0]['caption'] if facts['examples'] else ''}"),
   spoken by the `{spec.espeak_voice}` espeak-ng voice offline (gTTS `{spec.gtts_lang}` online).
 
 Dev, {facts['decoding']}, {facts['dev_images']:,} images, against a constant baseline (the most frequent training
