@@ -31,17 +31,18 @@ def _words(alphabet: str):
 def test_alphabetic_languages_round_trip_through_the_written_form(code, data):
     tokens = " ".join(data.draw(_words(LETTERS[code])))
     written = language(code).write(tokens)
-    assert written[0] == written[0].upper() and written.endswith(".")
+    assert written.endswith(".")
+    assert written[0] == written[0].upper() or len(written[0].upper()) > 1  # capitalised, except ß ("SS")
     assert language(code).clean(written) == tokens  # writing loses nothing the model said
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.sampled_from(HAN), min_size=1, max_size=20))
-def test_chinese_round_trips_per_character_and_is_written_without_spaces(chars):
+def test_chinese_is_written_without_spaces_and_keeps_every_character(chars):
     tokens = " ".join(chars)
     written = language("zh").write(tokens)
     assert written == "".join(chars) + "。" and " " not in written
-    assert language("zh").clean(written) == tokens
+    assert "".join(language("zh").clean(written).split()) == "".join(chars)  # jieba may cut words differently
 
 
 @settings(max_examples=200, deadline=None)
@@ -56,7 +57,7 @@ def test_letters_accents_and_elisions_are_kept():
     assert clean_caption("L’homme à vélo porte un T-shirt.", "fr") == "l' homme à vélo porte un t-shirt"
     assert language("fr").write("l' homme à vélo") == "L'homme à vélo."
     assert clean_caption("Un niño pequeño corre, 3 veces.", "es") == "un niño pequeño corre veces"
-    assert clean_caption("两只狗在草地上奔跑，3个人。", "zh") == "两 只 狗 在 草 地 上 奔 跑 个 人"
+    assert clean_caption("两只狗在草地上奔跑，3个人。", "zh") == "两只 狗 在 草地 上 奔跑 个人"  # jieba words
 
 
 def test_truecase_table_learns_german_nouns_and_skips_first_words_and_lower_case_captions():
@@ -107,8 +108,8 @@ def test_the_real_i18n_files_read_with_the_official_splits(code):
     assert len(sample) == per_image and all(sample)
     tokens = {t for n in dataset.split_names("train")[:200] for c in dataset.captions[n] for t in c.split()}
     assert any(not t.isascii() for t in tokens)  # accents, umlauts or Hanzi survive cleaning
-    if code == "zh":
-        assert all(len(t) == 1 for t in tokens if not t.isascii())  # one token per character
+    if code == "zh":  # jieba words: some of several characters, never punctuation or digits
+        assert any(len(t) > 1 for t in tokens) and not any(c.isdigit() or c in "，。" for t in tokens for c in t)
 
 
 def _tiny_language_data(code: str):
