@@ -24,14 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main() -> int:
     import nncf
-    import openvino as ov
 
     from captioner import Captioner, DecodeConfig
     from captioner.pipeline.data import load_dataset
     from captioner.pipeline.evaluate import caption_metrics
     from captioner.pipeline.machine import describe_machine
     from captioner.serving.images import load_image, preprocess_image
-    from captioner.serving.model_folder import read_tune_images
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=None)
@@ -40,25 +38,16 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
+    from captioner.pipeline.workflows import quantize_encoder
+    from captioner.serving.encoder import XceptionEncoder
+
+    start = time.perf_counter()
+    int8_xml = quantize_encoder(args.data, args.calibration_images)  # as `python -m captioner quantize` does
+    quantise_s = time.perf_counter() - start
     captioner = Captioner.load(allow_download=False, backend="openvino")
     dataset = load_dataset(args.data)
-    held_out = set(read_tune_images(captioner.checkpoint.folder))
-    train = [n for n in dataset.split_names("train") if n not in held_out]
-    rng = np.random.default_rng(0)
-    chosen = sorted(rng.choice(train, size=args.calibration_images, replace=False).tolist())
-    pixels = [preprocess_image(load_image(dataset.image_path(n)))[None] for n in chosen]
-
-    xml = captioner.encoder._openvino.ir_path
-    int8_xml = xml.with_name(xml.stem + "-int8.xml")
-    core = ov.Core()
-    start = time.perf_counter()
-    quantized = nncf.quantize(core.read_model(str(xml)), nncf.Dataset(pixels), subset_size=len(pixels),
-                              preset=nncf.QuantizationPreset.PERFORMANCE)
-    ov.save_model(quantized, str(int8_xml), compress_to_fp16=False)
-    quantise_s = time.perf_counter() - start
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
-    compiled = {"float32": core.compile_model(str(xml), "CPU", config),
-                "int8": core.compile_model(str(int8_xml), "CPU", config)}
+    compiled = {"float32": captioner.encoder._openvino.compiled,
+                "int8": XceptionEncoder.load(allow_download=False, precision="int8")._openvino.compiled}
 
     def encode(model, batch: np.ndarray) -> np.ndarray:
         request = model.create_infer_request()
@@ -97,8 +86,8 @@ def main() -> int:
     report = {
         "split": "dev", "images": len(dev), "decoding": "beam 3", "model": captioner.checkpoint.folder.name,
         "decoders": captioner.decoder_backend,
-        "calibration": f"{len(chosen)} Flickr8k training images (not dev, not the held-out images), NNCF "
-                       f"{nncf.__version__} post-training quantisation, preset PERFORMANCE",
+        "calibration": f"{args.calibration_images} Flickr8k training images (not dev, not the held-out images), "
+                       f"NNCF {nncf.__version__} post-training quantisation, preset PERFORMANCE",
         "quantise_seconds": round(quantise_s, 1), "identical_captions": round(identical, 4),
         "feature_cosine": {"mean": round(float(cosine.mean()), 4), "min": round(float(cosine.min()), 4)},
         "metrics": scores, "metric_tools": "BLEU: nltk corpus_bleu; CIDEr-D: pycocoevalcap",

@@ -138,3 +138,31 @@ def test_cli_info_prints_the_backend(encoders, ir_cache, xception_weights):
     out = proc.stdout
     assert "backend: openvino" in out and "precision: float32" in out
     assert "cpu: " in out and "tensorflow: " in out and "openvino: 20" in out and "model: " in out
+
+
+def test_int8_encoder_is_built_on_request_checked_and_close_to_float32(ir_cache, encoders, pixels, xception_weights):
+    """No int8 IR: a clear error naming the command. Built (here on a handful of images): it loads only at
+    precision int8, has its own feature cache, and stays close to float32; a damaged file is refused."""
+    from captioner.serving.encoder import XceptionEncoder
+    from captioner.serving.openvino_encoder import OpenVINOUnavailable, quantize_ir
+
+    path, digest = xception_weights
+    with pytest.raises(OpenVINOUnavailable, match="python -m captioner quantize"):
+        XceptionEncoder(path, digest, precision="int8", backend="auto")
+    with pytest.raises(ValueError, match="runs on OpenVINO"):
+        XceptionEncoder(path, digest, precision="int8", backend="tensorflow")
+    float32 = encoders[1]
+    xml = quantize_ir(lambda: float32.model, digest, [p[None] for p in pixels])
+    assert xml.parent == ir_cache / "openvino" and xml.name.endswith("-int8.xml")
+    int8 = XceptionEncoder(path, digest, precision="int8", backend="auto")
+    assert int8.backend == "openvino" and int8.cache_key.endswith("-int8") and int8.cache_key != float32.cache_key
+    a, b = float32.encode(pixels), int8.encode(pixels)
+    cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert cosine.min() > 0.8 and not np.allclose(a, b)  # quantised, and still the same picture
+    with open(xml.with_suffix(".bin"), "r+b") as fh:  # one flipped byte
+        fh.seek(1000)
+        byte = fh.read(1)
+        fh.seek(1000)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(OpenVINOUnavailable, match="does not match its sha256"):
+        XceptionEncoder(path, digest, precision="int8", backend="auto")

@@ -149,6 +149,34 @@ def evaluate_and_card(folder: Path, dataset, encoder, log=print) -> list[dict]:
     return evaluations
 
 
+def quantize_encoder(data: Path | None, n_images: int = 300, weights: Path | None = None, seed: int = 0,
+                     log=print) -> Path:
+    """Build the int8 Xception IR from ``n_images`` training images (a seeded choice, leaving out every
+    shipped folder's held-out images and all of dev). Returns the IR's path."""
+    import time
+
+    import numpy as np
+
+    from ..serving.encoder import XceptionEncoder
+    from ..serving.images import load_image, preprocess_image
+    from ..serving.openvino_encoder import quantize_ir
+    from .data import load_dataset
+
+    dataset = load_dataset(data)
+    held_out = {n for folder in mf.available_models() if (folder / mf.TUNE_FILE).is_file()
+                for n in mf.read_tune_images(folder)}
+    names = sorted(n for n in dataset.split_names("train") if n not in held_out)
+    if not names:
+        raise ValueError("no training images to calibrate the int8 encoder on")
+    chosen = sorted(np.random.default_rng(seed).choice(names, size=min(n_images, len(names)), replace=False))
+    encoder = XceptionEncoder.load(weights, allow_download=False, backend="openvino")
+    pixels = [preprocess_image(load_image(dataset.image_path(n)))[None] for n in chosen]
+    start = time.perf_counter()
+    path = quantize_ir(lambda: encoder.model, encoder.weights_digest, pixels)
+    log(f"quantised on {len(pixels)} training images in {time.perf_counter() - start:.0f} s")
+    return path
+
+
 LANGUAGE_DECODE = DecodeConfig(beam_width=3)  # the decoding of the language targets (dev, beam 3)
 
 

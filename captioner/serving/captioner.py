@@ -140,10 +140,12 @@ class Captioner:
 
     @classmethod
     def load(cls, model_dir: str | Path | None = None, weights: str | Path | None = None,
-             allow_download: bool = True, backend: str | None = None, lang: str | None = None) -> "Captioner":
+             allow_download: bool = True, backend: str | None = None, lang: str | None = None,
+             precision: str | None = None) -> "Captioner":
         """Load a model folder (default: the default model of ``lang``, English when None) and the
         Xception encoder (on ``backend``: "auto", "openvino" or "tensorflow"; default
-        ``$CAPTIONER_BACKEND``, else the encoder's default).
+        ``$CAPTIONER_BACKEND``, else the encoder's default; at ``precision``: "float32", or "int8" once
+        ``python -m captioner quantize`` has built it; default ``$CAPTIONER_PRECISION``, else float32).
 
         When the encoder runs on OpenVINO and every decoder is a merge decoder, the decoders step on
         OpenVINO too (or NumPy; ``decoders/portable.py``) and TensorFlow is never imported; otherwise
@@ -159,7 +161,7 @@ class Captioner:
             raise CheckpointError(f"{checkpoint.folder} captions in {checkpoint.config.lang!r}, not {lang!r}: "
                                   f"leave out the model folder to get the {lang!r} default, or pass a {lang!r} folder")
         confidence, problem = load_confidence(checkpoint.folder)
-        encoder = XceptionEncoder.load(weights, allow_download=allow_download, backend=backend)
+        encoder = XceptionEncoder.load(weights, allow_download=allow_download, backend=backend, precision=precision)
         if encoder.backend == "openvino" and portable_folder(checkpoint):
             from .decoders.portable import PortableUnavailable
 

@@ -15,6 +15,7 @@ BACKENDS = ("auto", "openvino", "tensorflow")
 # What XceptionEncoder.load uses when neither its ``backend`` nor CAPTIONER_BACKEND says otherwise.
 DEFAULT_BACKEND = "auto"  # OpenVINO float32 where it works: same captions, faster (bench figure h)
 SELF_CHECK_COSINE = 0.9999  # "auto" keeps OpenVINO only when its features match TensorFlow's this closely
+PRECISIONS = ("float32", "bfloat16", "int8")  # int8: OpenVINO only, after `python -m captioner quantize`
 
 
 def _log(msg: str) -> None:
@@ -27,6 +28,15 @@ def resolve_backend(backend: str | None = None) -> str:
     if choice not in BACKENDS:
         raise ValueError(f"encoder backend must be one of {', '.join(BACKENDS)}, not {choice!r}"
                          + ("" if backend else " (from CAPTIONER_BACKEND)"))
+    return choice
+
+
+def resolve_precision(precision: str | None = None) -> str:
+    """``precision``, else ``$CAPTIONER_PRECISION``, else float32; ValueError for an unknown name."""
+    choice = (precision or os.environ.get("CAPTIONER_PRECISION") or "float32").strip().lower()
+    if choice not in PRECISIONS:
+        raise ValueError(f"encoder precision must be one of {', '.join(PRECISIONS)}, not {choice!r}"
+                         + ("" if precision else " (from CAPTIONER_PRECISION)"))
     return choice
 
 
@@ -53,8 +63,10 @@ class XceptionEncoder:
 
     def __init__(self, weights_path: str | Path, weights_digest: str = "", precision: str = "float32",
                  backend: str = "tensorflow", log=_log):
-        if precision not in ("float32", "bfloat16"):
-            raise ValueError(f"precision must be 'float32' or 'bfloat16', not {precision!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        if precision == "int8" and backend == "tensorflow":
+            raise ValueError("the int8 encoder runs on OpenVINO: use backend 'openvino' or 'auto'")
         self.weights_path = Path(weights_path)
         self.weights_digest = weights_digest
         self.precision = precision
@@ -64,12 +76,15 @@ class XceptionEncoder:
         self._model = None
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
-        if backend == "tensorflow" or precision != "float32":
+        if backend == "tensorflow" or precision == "bfloat16":
             self._build_tensorflow()  # OpenVINO builds the Keras model only when it must convert or check
         self.backend, self.backend_note, self._openvino = "tensorflow", "", None
-        if backend == "openvino":
+        if precision == "int8":  # asked for by name: no silent fallback to another precision
+            self._use_openvino(log)
+            self.backend_note = "int8 (NNCF post-training quantisation), asked for"
+        elif backend == "openvino":
             if precision != "float32":
-                raise ValueError("the OpenVINO encoder runs float32 only")
+                raise ValueError("the OpenVINO encoder runs float32 or int8, not bfloat16")
             self._use_openvino(log)
         elif backend == "auto":
             self._auto(log)
@@ -118,7 +133,7 @@ class XceptionEncoder:
     def _use_openvino(self, log) -> None:
         from .openvino_encoder import OpenVINOXception
 
-        self._openvino = OpenVINOXception(lambda: self.model, self.weights_digest, log)
+        self._openvino = OpenVINOXception(lambda: self.model, self.weights_digest, log, self.precision)
         self.backend = "openvino"
 
     def _auto(self, log) -> None:
@@ -164,14 +179,15 @@ class XceptionEncoder:
 
     @classmethod
     def load(cls, weights: str | Path | None = None, allow_download: bool = True,
-             backend: str | None = None) -> "XceptionEncoder":
+             backend: str | None = None, precision: str | None = None) -> "XceptionEncoder":
         """Build the encoder from verified weights (see ``weights.ensure_weights``) on ``backend``
-        (default: ``$CAPTIONER_BACKEND``, else DEFAULT_BACKEND)."""
+        (default: ``$CAPTIONER_BACKEND``, else DEFAULT_BACKEND) at ``precision`` (default:
+        ``$CAPTIONER_PRECISION``, else float32)."""
         from .weights import ensure_weights
 
-        backend = resolve_backend(backend)
+        backend, precision = resolve_backend(backend), resolve_precision(precision)
         path, digest = ensure_weights(weights, allow_download=allow_download)
-        return cls(path, digest, backend=backend)
+        return cls(path, digest, precision=precision, backend=backend)
 
     def encode(self, pixels: np.ndarray, batch_size: int = 32, spatial: bool = False) -> np.ndarray:
         """(N, 299, 299, 3) float32 in [-1, 1] -> (N, 2048) pooled features, or with ``spatial``
