@@ -90,6 +90,17 @@ def sidebar() -> dict:
                                                  max_words=int(max_words)), engine=engine)
 
 
+def shows_attention(model_dir) -> bool:
+    """True for a single attention decoder (read from its config, without loading the model)."""
+    from captioner.serving.decoders import family
+    from captioner.serving.model_folder import CheckpointError, is_ensemble_folder, read_config
+
+    try:
+        return not is_ensemble_folder(model_dir) and family(read_config(model_dir).decoder).has_attention
+    except (CheckpointError, ValueError):
+        return False  # loading it reports the problem
+
+
 def gather_images() -> list[tuple[str, bytes]]:
     """The (name, bytes) the person chose, from upload, camera or samples."""
     source = st.radio("Where is your picture?", ["Upload", "Camera", "Sample"], horizontal=True)
@@ -249,12 +260,12 @@ def main() -> None:
         st.error("No model found in `models/`. Train one with `python -m captioner train --out models/merge-lstm` "
                  "(or `--lang de --out models/merge-de` for German captions).")
         st.stop()
-    captioner = model_or_stop(str(settings["model_dir"]))
-    if captioner.has_attention:
+    if shows_attention(settings["model_dir"]):
         settings["attention"] = st.sidebar.toggle(
             "Show where the model looked", value=False,
             help="For attention models: a heatmap over the photo for every word of the caption.")
-    images = gather_images()
+    images = gather_images()  # before the model loads: the page can take a photo while it does
+    captioner = model_or_stop(str(settings["model_dir"]))
     if st.button("Describe the image" if len(images) <= 1 else f"Describe {len(images)} images",
                  type="primary", disabled=not images):
         with st.spinner("Looking at the picture…"):
