@@ -82,26 +82,35 @@ def quantize_ir(get_model, weights_digest: str, images: list[np.ndarray], log=_l
         import nncf
     except ImportError as err:
         raise OpenVINOUnavailable(f"quantising needs NNCF: `pip install nncf` ({err})") from err
-    from .weights import sha256_of
 
     source = ensure_ir(get_model, weights_digest, log)
     xml = int8_ir_path(weights_digest, ov.__version__)
     model = nncf.quantize(ov.Core().read_model(str(source)), nncf.Dataset(images), subset_size=len(images),
                           preset=nncf.QuantizationPreset.PERFORMANCE)
+    _save_ir(model, xml, {"weights_sha256": weights_digest, "openvino": ov.__version__, "nncf": nncf.__version__,
+                          "calibration_images": len(images)})
+    return xml
+
+
+def _save_ir(model, xml: Path, facts: dict) -> None:
+    """Save an OpenVINO model as ``xml`` + ``.bin`` (float32 weights kept) with its digest file, atomically:
+    a crash never leaves a pair that passes the digest check half-written."""
+    from .weights import sha256_of
+
+    ov = import_openvino()
+    xml.parent.mkdir(parents=True, exist_ok=True)
     tmp = xml.with_name(f".{xml.stem}.{os.getpid()}.tmp.xml")
     try:
         ov.save_model(model, str(tmp), compress_to_fp16=False)
-        digests = {"weights_sha256": weights_digest, "openvino": ov.__version__, "nncf": nncf.__version__,
-                   "calibration_images": len(images), "xml_sha256": sha256_of(tmp),
-                   "bin_sha256": sha256_of(tmp.with_suffix(".bin"))}
-        _sidecar(xml).unlink(missing_ok=True)
+        digests = {**facts, "xml_sha256": sha256_of(tmp), "bin_sha256": sha256_of(tmp.with_suffix(".bin"))}
+        _sidecar(xml).unlink(missing_ok=True)  # no sidecar while the pair is being replaced
+        _check_record(xml).unlink(missing_ok=True)
         tmp.with_suffix(".bin").replace(xml.with_suffix(".bin"))
         tmp.replace(xml)
         _sidecar(xml).write_text(json.dumps(digests) + "\n")
     finally:
         tmp.unlink(missing_ok=True)
         tmp.with_suffix(".bin").unlink(missing_ok=True)
-    return xml
 
 
 def _sidecar(xml: Path) -> Path:
@@ -167,8 +176,6 @@ def _convert(get_model, xml: Path, weights_digest: str) -> None:
     global conversions
     import tensorflow as tf
 
-    from .weights import sha256_of
-
     ov = import_openvino()
     keras_model = get_model()
 
@@ -178,20 +185,7 @@ def _convert(get_model, xml: Path, weights_digest: str) -> None:
         return {"pooled": tf.reduce_mean(grid, axis=[1, 2]), "spatial": grid}
 
     model = ov.convert_model(both.get_concrete_function())
-    xml.parent.mkdir(parents=True, exist_ok=True)
-    tmp = xml.with_name(f".{xml.stem}.{os.getpid()}.tmp.xml")
-    try:
-        ov.save_model(model, str(tmp), compress_to_fp16=False)  # float32 weights, as in the Keras model
-        digests = {"weights_sha256": weights_digest, "openvino": ov.__version__,
-                   "xml_sha256": sha256_of(tmp), "bin_sha256": sha256_of(tmp.with_suffix(".bin"))}
-        _sidecar(xml).unlink(missing_ok=True)  # no sidecar while the pair is being replaced
-        _check_record(xml).unlink(missing_ok=True)
-        tmp.with_suffix(".bin").replace(xml.with_suffix(".bin"))
-        tmp.replace(xml)
-        _sidecar(xml).write_text(json.dumps(digests) + "\n")
-    finally:
-        tmp.unlink(missing_ok=True)
-        tmp.with_suffix(".bin").unlink(missing_ok=True)
+    _save_ir(model, xml, {"weights_sha256": weights_digest, "openvino": ov.__version__})
     conversions += 1
 
 
