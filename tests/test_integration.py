@@ -9,7 +9,13 @@ import pytest
 
 from conftest import ASSETS, ROOT
 
-PEOPLE = {"man", "woman", "person", "people", "boy", "girl", "men", "women", "child", "player"}
+PEOPLE = {  # words for a person, per caption language (tokens as the model writes them)
+    "en": {"man", "woman", "person", "people", "boy", "girl", "men", "women", "child", "player"},
+    "de": {"mann", "frau", "person", "menschen", "junge", "mädchen", "kind", "männer", "frauen", "leute", "spieler"},
+    "fr": {"homme", "femme", "personne", "gens", "garçon", "fille", "enfant", "hommes", "femmes", "joueur"},
+    "es": {"hombre", "mujer", "persona", "personas", "niño", "niña", "chico", "chica", "hombres", "mujeres", "jugador"},
+    "zh": {"人", "男人", "女人", "男孩", "女孩", "孩子", "男子", "女子", "小孩", "一个人"},
+}
 
 
 def _shipped_models() -> list[str]:
@@ -28,10 +34,11 @@ def captioner(request, xception_weights):
 
 def test_shipped_model_captions_a_person_sensibly(captioner):
     [result] = captioner.caption([ASSETS / "astronaut.jpg"], captioner.default_decode(beam_width=3, n_best=3))
-    words = result.captions[0].text.split()
-    assert 4 <= len(words) <= 30
-    assert PEOPLE & set(words), result.captions[0].text
-    assert words[-1] not in {"a", "an", "the", "in", "of", "with"}  # a finished sentence
+    words = result.captions[0].tokens.split()
+    assert (3 if captioner.lang == "zh" else 4) <= len(words) <= 30
+    assert PEOPLE[captioner.lang] & set(words), result.captions[0].text
+    if captioner.lang == "en":
+        assert words[-1] not in {"a", "an", "the", "in", "of", "with"}  # a finished sentence
     scores = [c.score for c in result.captions]
     assert scores == sorted(scores, reverse=True) and len(set(c.text for c in result.captions)) == 3
 
@@ -55,7 +62,7 @@ def test_beam_one_equals_greedy_on_the_real_model(captioner):
     for f, g in zip(feats, greedy):
         [h] = beam_search(captioner.stepper, f, captioner.vocab.start_id, captioner.vocab.end_id, beam_width=1,
                           block_ngram=DecodeConfig.block_ngram)
-        assert captioner.vocab.decode(h.ids) == g[0].text
+        assert captioner.vocab.decode(h.ids) == g[0].tokens
 
 
 @pytest.mark.parametrize("model", _shipped_models())
@@ -72,12 +79,17 @@ def test_cli_json_reports_bad_files_and_still_captions_the_rest(tmp_path, model)
     assert "Traceback" not in proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     honest = {"confidence", "band", "in_domain", "reason"}  # the folder's calibration (issue: honest captions)
-    assert [set(line) for line in lines] == [{"image", "caption", "model_caption", "score"} | honest,
+    assert [set(line) for line in lines] == [{"image", "caption", "lang", "model_caption", "score"} | honest,
                                              {"image", "error"}, {"image", "error"}]
-    assert len(lines[0]["model_caption"].split()) >= 3
+    from captioner.serving.confidence import out_of_domain_warning
+    from captioner.serving.model_folder import model_language
+
+    lang = model_language(ROOT / "models" / model)
+    assert lines[0]["lang"] == lang
+    assert len(lines[0]["model_caption"]) >= 6 and (lang == "zh" or len(lines[0]["model_caption"].split()) >= 3)
     assert 0.0 <= lines[0]["confidence"] <= 1.0 and lines[0]["band"] in ("high", "medium", "low")
     assert lines[0]["in_domain"] is False and "unlike the photos" in lines[0]["reason"]  # a close-up of a cat
-    assert lines[0]["caption"].startswith("This doesn't look like the photos I learned from")
+    assert lines[0]["caption"].startswith(out_of_domain_warning(lang))  # in the caption's language
     assert lines[0]["caption"].endswith(lines[0]["model_caption"])
     assert "broken.jpg" in lines[1]["error"] and "missing.png: file not found" in lines[2]["error"]
 
@@ -107,7 +119,8 @@ def test_captions_keep_their_word_ids_and_a_thumbnail(captioner):
     [result] = captioner.caption([ASSETS / "cat.jpg"], captioner.default_decode(beam_width=3, n_best=2),
                                  keep_thumbnail=True)
     for caption in result.captions:
-        assert caption.ids and captioner.vocab.decode(caption.ids) == caption.text
+        assert caption.ids and captioner.vocab.decode(caption.ids) == caption.tokens
+        assert caption.text == captioner.checkpoint.write(caption.tokens)  # as written in the model's language
     assert max(result.thumbnail.size) <= 640 and result.thumbnail.mode == "RGB"
 
 
@@ -151,9 +164,12 @@ def test_calibrated_results_carry_the_same_wording_everywhere(captioner):
     from captioner.serving.confidence import hedge, out_of_domain_warning
 
     [photo, page] = captioner.caption([ASSETS / "cameraman.jpg", ASSETS / "text-page.png"])
-    assert photo.assessment.in_domain and photo.sentence == hedge(photo.text, photo.assessment.band)
+    lang = captioner.lang
+    assert photo.lang == page.lang == lang
+    assert photo.assessment.in_domain and photo.sentence == hedge(photo.text, photo.assessment.band, lang)
     assert not page.assessment.in_domain and page.assessment.band == "low"
-    assert page.sentence == f"{out_of_domain_warning()} Maybe {page.text}"
+    assert page.sentence == f"{out_of_domain_warning(lang)} {hedge(page.text, 'low', lang)}"
+    assert page.sentence.endswith(page.text) and page.sentence != page.text
     record = result_record(ASSETS / "text-page.png", page)
     assert record["caption"] == page.sentence and record["model_caption"] == page.text
     assert record["in_domain"] is False and record["band"] == "low" and "unlike the photos" in record["reason"]

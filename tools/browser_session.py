@@ -85,18 +85,16 @@ def click_button(driver, wait, text: str) -> None:
 
 def choose_option(driver, wait, label: str, option: str) -> None:
     """Pick ``option`` (its shown text) in the selectbox labelled ``label``, as a person would: open the
-    list, click the entry."""
+    list with its button, click the entry, and wait until the box shows it."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
 
-    box = wait.until(EC.element_to_be_clickable((
-        By.XPATH, f"//div[@data-testid='stSelectbox'][.//label[contains(., '{label}')]]//div[@role='combobox' or "
-                  f"@data-baseweb='select']")))
-    box.click()
-    entry = wait.until(EC.element_to_be_clickable((By.XPATH, f"//li[@role='option'][contains(., '{option}')]")))
+    box = f"//div[@data-testid='stSelectbox'][.//input[@role='combobox' and @aria-label='{label}']]"
+    opener = wait.until(EC.element_to_be_clickable((By.XPATH, f"{box}//button[@aria-label='Open']")))
+    opener.click()
+    entry = wait.until(EC.element_to_be_clickable((By.XPATH, f"//*[@role='option'][contains(., '{option}')]")))
     entry.click()
-    wait.until(EC.presence_of_element_located((
-        By.XPATH, f"//div[@data-testid='stSelectbox'][.//label[contains(., '{label}')]][contains(., '{option}')]")))
+    wait.until(lambda d: option in d.find_element(By.XPATH, f"{box}//input").get_attribute("value"))
 
 
 def audio_bytes(driver) -> bytes:
