@@ -11,7 +11,6 @@ The bar (issue 17): dev BLEU-4 and CIDEr-D within 0.005 of float32 and at least 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import replace
@@ -20,6 +19,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments.report import emit  # noqa: E402
 
 
 def main() -> int:
@@ -98,11 +99,7 @@ def main() -> int:
                                                     for m in ("BLEU-4", "CIDEr"))),
         "int8_ir": str(int8_xml), "machine": describe_machine(),
         "command": "python experiments/int8_encoder.py"}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n", encoding="utf-8")
-    return 0
+    return emit(report, args.json)
 
 
 if __name__ == "__main__":

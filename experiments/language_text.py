@@ -14,13 +14,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import unicodedata
 from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments.report import emit  # noqa: E402
 
 from captioner.pipeline.data import _read_token_file, load_dataset, resolve_data_dir  # noqa: E402
 from captioner.serving.languages import _WORD, language, truecase_table  # noqa: E402
@@ -98,11 +99,7 @@ def main() -> int:
     root = resolve_data_dir(args.data)
     figures = {"zh": chinese(root), "de": german(root), "min_count": MIN_COUNT, "split": "train (vocabulary), dev (coverage)",
                "command": "python experiments/language_text.py"}
-    text = json.dumps(figures, indent=2, ensure_ascii=False)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n", encoding="utf-8")
-    return 0
+    return emit(figures, args.json)
 
 
 if __name__ == "__main__":

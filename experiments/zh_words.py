@@ -8,13 +8,14 @@ tokenisation is favoured by its own metric.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import unicodedata
 from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments.report import emit  # noqa: E402
 
 
 def main() -> int:
@@ -76,11 +77,7 @@ def main() -> int:
         report["models"][label] = {"folder": str(folder), "vocabulary": len(captioner.vocab),
                                    "distinct_captions": len(set(written)), "scored_on": scored,
                                    "examples": written[:3]}
-    text = json.dumps(report, indent=2, ensure_ascii=False)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n", encoding="utf-8")
-    return 0
+    return emit(report, args.json)
 
 
 if __name__ == "__main__":
