@@ -39,6 +39,7 @@ from .ensemble import EnsembleStepper
 PORTABLE_FAMILIES = ("merge",)  # decoder families (config.json "decoder") that step without TensorFlow
 ENGINES = ("auto", "numpy", "openvino")
 OPENVINO_THREADS = 1  # INFERENCE_NUM_THREADS of the compiled step
+OPENVINO_PRECISION = "f32"  # INFERENCE_PRECISION_HINT of the compiled step (f32: the TensorFlow captions exactly)
 WEIGHTS_ENTRY, CONFIG_ENTRY = "model.weights.h5", "config.json"  # inside a .keras zip
 # Precompute embedding @ kernel + bias for the whole vocabulary (one gather per step instead of a
 # matmul) while that table stays this small.
@@ -386,7 +387,7 @@ class OpenVINOStepper:
             mean = ops.reduce_mean(ops.exp(ops.subtract(stacked, peak)), first, False)
             vote = ops.add(ops.squeeze(peak, first), ops.log(mean))
         model = ov.Model([vote, *outputs], inputs, "merge_step")
-        config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": int(threads),
+        config = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISION, "INFERENCE_NUM_THREADS": int(threads),
                   "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
         try:
             self._compiled = ov.Core().compile_model(model, "CPU", config)
