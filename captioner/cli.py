@@ -202,12 +202,12 @@ def _model_for_language(args) -> None:
     lang = getattr(args, "lang", None) if args.command != "train" else None
     if not lang:
         return
-    from .serving.model_folder import default_model_dir, read_config
+    from .serving.model_folder import default_model_dir, is_model_folder, model_language
 
     if args.model is None:
         args.model = default_model_dir(lang)
-    elif (args.model / "config.json").is_file() and read_config(args.model).lang != lang:
-        raise ValueError(f"{args.model} captions in {read_config(args.model).lang!r}, not {lang!r}: "
+    elif is_model_folder(args.model) and model_language(args.model) != lang:  # an ensemble: its members' language
+        raise ValueError(f"{args.model} captions in {model_language(args.model)!r}, not {lang!r}: "
                          f"drop --model to use the {lang!r} default, or drop --lang")
 
 

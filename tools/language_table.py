@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,15 +20,13 @@ sys.path.insert(0, str(ROOT))
 def english_row(data) -> dict:
     from captioner import Captioner
     from captioner.pipeline.data import load_dataset
-    from captioner.pipeline.evaluate import caption_metrics, evaluate_split
+    from captioner.pipeline.evaluate import constant_baseline, evaluate_split
 
     dataset = load_dataset(data)
     captioner = Captioner.load(allow_download=False)
     result = evaluate_split(captioner, dataset, "dev", captioner.default_decode(beam_width=3), progress=False)
-    dev = dataset.split_names("dev")
-    constant = Counter(c for n in dataset.split_names("train") for c in dataset.captions[n]).most_common(1)[0][0]
-    baseline, _ = caption_metrics({n: dataset.captions[n] for n in dev}, {n: constant for n in dev}, meteor=False)
-    return {"lang": "en", "model": result.metrics, "baseline": baseline, "images": len(dev),
+    constant, baseline = constant_baseline(dataset, result.references)
+    return {"lang": "en", "model": result.metrics, "baseline": baseline, "images": len(result.predictions),
             "constant_caption": constant, "distinct_captions": len(set(result.predictions.values())),
             "tokens": "lower-case words"}
 

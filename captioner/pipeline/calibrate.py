@@ -536,14 +536,13 @@ def run(args: argparse.Namespace) -> int:
             scorers[lang] = CiderD([dataset_for(lang).captions[n] for n in dataset_for(lang).split_names("train")])
         return scorers[lang]
 
-    lang_of = model_language
     def held_out_of(root: Path, lang: str) -> list[str]:
         """The held-out images of the named folders of ``root`` that caption in ``lang``."""
-        return sorted({n for f in folders if f.parent == root and lang_of(f) == lang for n in read_tune_images(f)})
+        return sorted({n for f in folders if f.parent == root and model_language(f) == lang for n in read_tune_images(f)})
 
     encoder = XceptionEncoder.load(allow_download=False)
     if args.refit_neighbours:
-        for root, lang in dict.fromkeys((f.parent, lang_of(f)) for f in folders):
+        for root, lang in dict.fromkeys((f.parent, model_language(f)) for f in folders):
             domain_path, index_path = root / DOMAIN_FILE, root / neighbours_file_for(lang)
             if not domain_path.is_file():
                 raise SystemExit(f"{domain_path}: missing; fit it (and everything that depends on it) with "

@@ -69,6 +69,16 @@ def caption_metrics(references: dict[str, list[str]], predictions: dict[str, str
     return metrics, {k: float(s) for k, s in zip(keys, cider_each)}
 
 
+def constant_baseline(dataset: CaptionDataset, references: dict[str, list[str]]) -> tuple[str, dict]:
+    """The dataset's most frequent training caption (tokens), and its metrics (no METEOR) when it is
+    given to every image of ``references``: the floor a captioner has to clear."""
+    from collections import Counter
+
+    constant = Counter(c for n in dataset.split_names("train") for c in dataset.captions[n]).most_common(1)[0][0]
+    metrics, _ = caption_metrics(references, {n: constant for n in references}, meteor=False)
+    return constant, metrics
+
+
 def read_split_names(dataset: CaptionDataset, split: str | list[str]) -> list[str]:
     """A split name (train/dev/test), a file listing image names one a line, or the names themselves."""
     if isinstance(split, list):

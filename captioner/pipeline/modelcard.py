@@ -20,8 +20,6 @@ from ..serving import model_folder as mf
 from .machine import describe_machine, format_machine
 
 METRIC_ORDER = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "CIDEr", "METEOR", "ROUGE-L")
-LANGUAGES = {"en": "English", "de": "German", "fr": "French", "es": "Spanish", "zh": "Chinese", "it": "Italian",
-             "nl": "Dutch", "pt": "Portuguese", "ja": "Japanese", "cs": "Czech", "tr": "Turkish"}
 
 
 def run_facts(dataset, held_out: list[str] | tuple[str, ...] = ()) -> dict:
@@ -30,8 +28,10 @@ def run_facts(dataset, held_out: list[str] | tuple[str, ...] = ()) -> dict:
 
 
 def language(code: str | None) -> str:
-    """``"de"`` -> ``"German"`` (the code itself when unknown)."""
-    return LANGUAGES.get(code or "", code or "an unrecorded language")
+    """``"de"`` -> ``"German"`` (from the caption languages' registry; the code itself when unknown)."""
+    from ..serving.languages import LANGUAGES
+
+    return LANGUAGES[code].name if code in LANGUAGES else code or "an unrecorded language"
 
 
 # ------------------------------------------------------------------------------------------- writers

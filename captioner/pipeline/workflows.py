@@ -136,11 +136,11 @@ def evaluate_and_card(folder: Path, dataset, encoder, log=print) -> list[dict]:
     """``tune_and_evaluate``, then metrics.json and MODEL_CARD.md (single or ensemble folder)."""
     from .modelcard import write_ensemble_card, write_model_card
 
-    evaluations = tune_and_evaluate(folder, dataset, encoder, log)
+    evaluations, results = tune_and_evaluate(folder, dataset, encoder, log)
     checkpoint = mf.load_checkpoint(folder)
     extra = {}
     if checkpoint.config.lang != "en":
-        extra["language"] = language_facts(folder, dataset, encoder, log)
+        extra["language"] = language_facts(checkpoint, dataset, results[LANGUAGE_ROW], log)
     if checkpoint.is_ensemble:
         write_ensemble_card(folder, checkpoint, evaluations, dataset=dataset, **extra)
     else:
@@ -177,38 +177,32 @@ def quantize_encoder(data: Path | None, n_images: int = 300, weights: Path | Non
     return path
 
 
-LANGUAGE_DECODE = DecodeConfig(beam_width=3)  # the decoding of the language targets (dev, beam 3)
+LANGUAGE_ROW = "dev, beam 3"  # the CARD_DECODES row the language targets are stated on
 
 
-def language_facts(folder: Path, dataset, encoder, log=print, examples: int = 6) -> dict:
-    """For a folder captioning in a language other than English: its dev beam-3 figures beside a constant
-    baseline (the language's most frequent training caption given to every image), how many distinct
-    captions it writes, and a few dev examples with their English references (for readers of English)."""
-    from collections import Counter
-
-    from ..serving.captioner import Captioner
+def language_facts(checkpoint, dataset, result, log=print, examples: int = 6) -> dict:
+    """For a folder captioning in a language other than English: its dev figures (``result``: the beam-3
+    ``EvalResult`` of its card) beside a constant baseline (the language's most frequent training caption
+    given to every image), how many distinct captions it writes, and a few dev examples with their
+    English references (for readers of English)."""
     from .data import load_dataset
-    from .evaluate import caption_metrics, evaluate_split
+    from .evaluate import constant_baseline
 
-    captioner = Captioner(encoder, mf.load_checkpoint(folder))
-    decode = replace(LANGUAGE_DECODE, length_alpha=captioner.checkpoint.length_alpha)
-    result = evaluate_split(captioner, dataset, "dev", decode, progress=False)
-    constant = Counter(c for n in dataset.split_names("train") for c in dataset.captions[n]).most_common(1)[0][0]
-    baseline, _ = caption_metrics(result.references, {n: constant for n in result.predictions}, meteor=False)
+    constant, baseline = constant_baseline(dataset, result.references)
     try:
         english = load_dataset(dataset.image_dir.parent).captions
     except Exception:  # the English captions are only for the examples
         english = {}
     chosen = sorted(result.predictions)[::max(1, len(result.predictions) // examples)][:examples]
     facts = {
-        "lang": dataset.lang, "tokens": captioner.checkpoint.language.tokenisation,
-        "decoding": "beam 3", "dev_images": len(result.predictions),
+        "lang": dataset.lang, "tokens": checkpoint.language.tokenisation,
+        "decoding": result.settings["decoding"], "dev_images": len(result.predictions),
         "model": {m: result.metrics[m] for m in ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "CIDEr")},
-        "constant_caption": captioner.checkpoint.write(constant),
+        "constant_caption": checkpoint.write(constant),
         "baseline": {m: baseline[m] for m in ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "CIDEr")},
         "distinct_captions": len(set(result.predictions.values())),
-        "examples": [{"image": n, "caption": captioner.checkpoint.write(result.predictions[n]),
-                      "references": [captioner.checkpoint.write(r) for r in result.references[n][:2]],
+        "examples": [{"image": n, "caption": checkpoint.write(result.predictions[n]),
+                      "references": [checkpoint.write(r) for r in result.references[n][:2]],
                       "english_references": english.get(n, [])[:2]} for n in chosen]}
     for m in ("BLEU-4", "CIDEr"):
         facts[f"{m}_over_baseline"] = round(facts["model"][m] / max(facts["baseline"][m], 1e-9), 2)
@@ -217,9 +211,10 @@ def language_facts(folder: Path, dataset, encoder, log=print, examples: int = 6)
     return facts
 
 
-def tune_and_evaluate(folder: Path, dataset, encoder, log=print) -> list[dict]:
+def tune_and_evaluate(folder: Path, dataset, encoder, log=print) -> tuple[list[dict], dict]:
     """Choose the length exponent on the held-out training images (``decoding.json``), then dev metrics
-    for each of ``CARD_DECODES`` (plus full-resolution originals when the dataset has them)."""
+    for each of ``CARD_DECODES`` (plus full-resolution originals when the dataset has them).
+    -> (the card's rows: label, metrics, settings; each row's ``EvalResult`` by label)."""
     from ..serving.captioner import Captioner
     from .evaluate import evaluate_split, format_metrics, tune_length_alpha
 
@@ -235,9 +230,9 @@ def tune_and_evaluate(folder: Path, dataset, encoder, log=print) -> list[dict]:
     if originals.is_dir():
         runs.append(("dev originals (full resolution), beam 3", replace(ORIGINALS_DECODE, length_alpha=alpha),
                      originals))
-    evaluations = []
+    evaluations, results = [], {}
     for label, decode, images in runs:
-        result = evaluate_split(captioner, dataset, "dev", decode, images)
+        result = results[label] = evaluate_split(captioner, dataset, "dev", decode, images)
         log(f"{label}: {format_metrics(result.metrics)}")
         evaluations.append({"label": label, "metrics": result.metrics, "settings": result.settings})
         if images is not None:  # the same images at the squashed 224x224 size, for comparison
@@ -246,5 +241,5 @@ def tune_and_evaluate(folder: Path, dataset, encoder, log=print) -> list[dict]:
             log(f"  same images squashed: {format_metrics(same.metrics)}")
             evaluations.append({"label": "same dev images, squashed 224x224 copies, beam 3",
                                 "metrics": same.metrics, "settings": same.settings})
-    return evaluations
+    return evaluations, results
 

@@ -45,13 +45,14 @@ CONFIDENCE_FILE = "confidence.json"  # the folder's calibrator (serving/confiden
 # shared by every folder of a models root, found through the calibrator's relative paths
 DOMAIN_FILE = "domain.json"  # the out-of-domain check (serving/domain.py)
 NEIGHBOURS_FILE = "neighbours.json"  # training photos' coordinates and hashed caption n-grams (serving/confidence.py)
+KERAS_WEIGHTS_ENTRY, KERAS_CONFIG_ENTRY = "model.weights.h5", "config.json"  # inside decoder.keras (a zip)
+DEFAULT_MODEL_NAME = "merge-ensemble"  # chosen by docs/SELECTION.md
+MODELS_ENV = "CAPTIONER_MODELS"
 
 
 def neighbours_file_for(lang: str) -> str:
     """The shared neighbour index of a caption language: its references are in that language."""
     return NEIGHBOURS_FILE if lang == "en" else f"neighbours-{lang}.json"
-DEFAULT_MODEL_NAME = "merge-ensemble"  # chosen by docs/SELECTION.md
-MODELS_ENV = "CAPTIONER_MODELS"
 
 
 class CheckpointError(RuntimeError):
@@ -327,7 +328,7 @@ def _weights_to_float16(path: Path) -> None:
     with zipfile.ZipFile(path) as archive:
         members = {name: archive.read(name) for name in archive.namelist()}
     buf = io.BytesIO()
-    with h5py.File(io.BytesIO(members["model.weights.h5"]), "r") as src, h5py.File(buf, "w") as dst:
+    with h5py.File(io.BytesIO(members[KERAS_WEIGHTS_ENTRY]), "r") as src, h5py.File(buf, "w") as dst:
         dst.attrs.update(src.attrs)
 
         def copy(name, obj):
@@ -340,7 +341,7 @@ def _weights_to_float16(path: Path) -> None:
             dst.create_dataset(name, data=data).attrs.update(obj.attrs)
 
         src.visititems(copy)
-    members["model.weights.h5"] = buf.getvalue()
+    members[KERAS_WEIGHTS_ENTRY] = buf.getvalue()
     with zipfile.ZipFile(path, "w") as archive:
         for name, data in members.items():
             archive.writestr(name, data)

@@ -33,14 +33,14 @@ from typing import Sequence
 
 import numpy as np
 
-from ..model_folder import CONFIG_FILE, DECODER_FILE, ENSEMBLE_FILE, CheckpointError, ensemble_members
+from ..model_folder import (DECODER_FILE, ENSEMBLE_FILE, KERAS_CONFIG_ENTRY, KERAS_WEIGHTS_ENTRY, CheckpointError,
+                            ensemble_members, read_config)
 from .ensemble import EnsembleStepper
 
 PORTABLE_FAMILIES = ("merge",)  # decoder families (config.json "decoder") that step without TensorFlow
 ENGINES = ("auto", "numpy", "openvino")
 OPENVINO_THREADS = 1  # INFERENCE_NUM_THREADS of the compiled step
 OPENVINO_PRECISION = "f32"  # INFERENCE_PRECISION_HINT of the compiled step (f32: the TensorFlow captions exactly)
-WEIGHTS_ENTRY, CONFIG_ENTRY = "model.weights.h5", "config.json"  # inside a .keras zip
 # Precompute embedding @ kernel + bias for the whole vocabulary (one gather per step instead of a
 # matmul) while that table stays this small.
 MAX_INPUT_TABLE_BYTES = 64 * 2 ** 20
@@ -83,8 +83,8 @@ def read_keras_file(path: str | Path) -> tuple[dict[str, dict], dict[str, list[n
     path = Path(path)
     try:
         with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read(CONFIG_ENTRY))
-            weights_bytes = archive.read(WEIGHTS_ENTRY)
+            config = json.loads(archive.read(KERAS_CONFIG_ENTRY))
+            weights_bytes = archive.read(KERAS_WEIGHTS_ENTRY)
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
         raise CheckpointError(f"{path}: not a readable .keras file ({type(err).__name__}: {err})") from err
     layer_list = (config.get("config") or {}).get("layers") if isinstance(config, dict) else None
@@ -423,26 +423,14 @@ class OpenVINOStepper:
 
 # ------------------------------------------------------------------------------------- folders
 
-def _read_config(folder: Path) -> dict:
-    path = folder / CONFIG_FILE
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: unreadable config ({err})") from err
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{path}: not a config (expected a JSON object)")
-    return config
-
-
 def _single_stepper(folder: Path) -> MergeStepper:
-    config = _read_config(folder)
-    decoder = str(config.get("decoder", "merge"))
-    if decoder != "merge":
-        raise PortableUnavailable(f"{folder}: the {decoder!r} decoder family has no TensorFlow-free step; "
+    config = read_config(folder)
+    if config.decoder not in PORTABLE_FAMILIES:
+        raise PortableUnavailable(f"{folder}: the {config.decoder!r} decoder family has no TensorFlow-free step; "
                                   "it steps on TensorFlow (decoders.checkpoint_stepper)")
     if not (folder / DECODER_FILE).is_file():
         raise CheckpointError(f"{folder / DECODER_FILE}: missing")
-    return MergeStepper.load(folder / DECODER_FILE, rnn=config.get("rnn"))
+    return MergeStepper.load(folder / DECODER_FILE, rnn=config.rnn)
 
 
 def portable_stepper(folder: str | Path, engine: str = "auto", vocab_size: int | None = None):
