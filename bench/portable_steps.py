@@ -1,13 +1,15 @@
 """Decoding speed without TensorFlow: the default ensemble's TensorFlow stepper against the NumPy and
 OpenVINO steppers of ``captioner/serving/decoders/portable.py``, on the same features and settings.
 
-    python bench/portable_steps.py [--model models/merge-ensemble] [--rounds 7] [--blas-unlimited]
+    python bench/portable_steps.py [--model models/merge-ensemble] [--rounds 7] [--blas-unlimited] [--busy]
 
 Features are the encoder's, of the pictures in assets/ (8 of them). Each case (greedy at batch 1, beam 3
 at batch 1 and at batch 8) decodes all of them; engines take turns within every round, so a busy
 machine slows them alike, and the median round counts. Ratios are against TensorFlow in the same run.
-"openvino" is what ``portable_stepper`` returns by default. ``--blas-unlimited`` adds NumPy with
-OpenBLAS left at all cores (what the NumPy stepper avoids).
+"openvino" is what ``portable_stepper`` returns by default (``OPENVINO_THREADS`` threads); "openvino,
+1 thread" the same step on one. ``--blas-unlimited`` adds NumPy with OpenBLAS left at all cores (what
+the NumPy stepper avoids); ``--busy`` keeps one core busy with a spinning process throughout (a
+training, another request), to see which engines degrade.
 """
 from __future__ import annotations
 
@@ -69,10 +71,17 @@ def main() -> int:
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "merge-ensemble")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--blas-unlimited", action="store_true")
+    parser.add_argument("--busy", action="store_true", help="keep one core busy during the run")
     args = parser.parse_args()
+    if args.busy:
+        import atexit
+        import subprocess
+
+        spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        atexit.register(spinner.kill)
 
     from captioner.serving.decoders import checkpoint_stepper
-    from captioner.serving.decoders.portable import MergeStepper, portable_stepper
+    from captioner.serving.decoders.portable import OPENVINO_THREADS, MergeStepper, portable_stepper
     from captioner.serving.model_folder import load_checkpoint
 
     print(f"CPU: {cpu_description()}")
@@ -88,6 +97,8 @@ def main() -> int:
         t = time.perf_counter()
         engines[name] = portable_stepper(args.model, engine=name)
         timings[name] = time.perf_counter() - t
+    if OPENVINO_THREADS != 1:
+        engines["openvino, 1 thread"] = portable_stepper(args.model, engine="openvino", threads=1)
     if args.blas_unlimited:
         unlimited = portable_stepper(args.model, engine="numpy")
         for member in getattr(unlimited, "members", [unlimited]):
@@ -116,7 +127,8 @@ def main() -> int:
         cells = "".join(f"{v:.2f} ({base / v:.2f}x){'' if same[n] else ' DIFF'}".rjust(22) for n, v in ms.items())
         print(f"{label:<17}{cells}")
     print("\nDIFF would mark captions that differ from TensorFlow's. "
-          f"NumPy steps with OpenBLAS limited to {MergeStepper.blas_threads} thread(s).")
+          f"NumPy steps with OpenBLAS limited to {MergeStepper.blas_threads} thread(s); OpenVINO steps on "
+          f"{OPENVINO_THREADS}" + ("; one core kept busy throughout." if args.busy else "."))
     return 0
 
 

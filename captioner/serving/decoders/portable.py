@@ -18,13 +18,17 @@ inject) raise ``PortableUnavailable``: they step on TensorFlow.
 BLAS threads: NumPy's OpenBLAS splits even these small (rows x 512) @ (512 x V) products over every
 core, and when the cores are busy (a training, other requests) a step gets 10-30x slower. So each
 NumPy step runs with OpenBLAS limited to ``MergeStepper.blas_threads`` (1) through threadpoolctl
-(installed with scikit-learn); OpenVINO's step is compiled for ``OPENVINO_THREADS`` (1).
+(installed with scikit-learn). OpenVINO's step is compiled for ``OPENVINO_THREADS`` (two where the
+machine has them): its thread pool shares the work out without spinning, so on an idle 2-core machine a
+beam-3 caption's steps take 1.3x less time than on one thread, and with the other core kept busy about
+10% more (``bench/portable_steps.py`` and ``--busy``).
 """
 from __future__ import annotations
 
 import contextlib
 import io
 import json
+import os
 import re
 import threading
 import zipfile
@@ -39,7 +43,7 @@ from .ensemble import EnsembleStepper
 
 PORTABLE_FAMILIES = ("merge",)  # decoder families (config.json "decoder") that step without TensorFlow
 ENGINES = ("auto", "numpy", "openvino")
-OPENVINO_THREADS = 1  # INFERENCE_NUM_THREADS of the compiled step
+OPENVINO_THREADS = min(2, os.cpu_count() or 1)  # INFERENCE_NUM_THREADS of the compiled step (see above)
 OPENVINO_PRECISION = "f32"  # INFERENCE_PRECISION_HINT of the compiled step (f32: the TensorFlow captions exactly)
 # Precompute embedding @ kernel + bias for the whole vocabulary (one gather per step instead of a
 # matmul) while that table stays this small.
@@ -344,9 +348,9 @@ def _openvino_member_step(ops, member: MergeStepper, words, state):
 
 class OpenVINOStepper:
     """The step of one merge decoder, or of an ensemble of them with its vote, as ONE compiled OpenVINO
-    CPU model (float32, ``threads`` inference threads). Same interface as ``MergeStepper``; an
-    ensemble's state is its members' states side by side in one flat tuple. The image projection of
-    ``initial_state`` runs once per decode, in NumPy.
+    CPU model (float32, ``threads`` inference threads; default ``OPENVINO_THREADS``), and the members'
+    image projections (``initial_state``) as a second one. Same interface as ``MergeStepper``; an
+    ensemble's state is its members' states side by side in one flat tuple.
 
     Why it exists: once several rows share a step (beams, images) its small-batch matrix products read
     each weight once for all rows, where OpenBLAS's small matrix products do not (per step of the default
@@ -354,12 +358,13 @@ class OpenVINOStepper:
 
     feature_kind = "pooled"
 
-    def __init__(self, members: Sequence[MergeStepper], threads: int = OPENVINO_THREADS):
+    def __init__(self, members: Sequence[MergeStepper], threads: int | None = None):
         try:
             import openvino as ov
             import openvino.opset13 as ops
         except ImportError as err:
             raise PortableUnavailable(f"OpenVINO is not installed ({err})") from err
+        self._ov = ov
         self.members = list(members)
         if not self.members:
             raise ValueError("no decoders to step")
@@ -386,31 +391,50 @@ class OpenVINOStepper:
             peak = ops.reduce_max(stacked, first, True)
             mean = ops.reduce_mean(ops.exp(ops.subtract(stacked, peak)), first, False)
             vote = ops.add(ops.squeeze(peak, first), ops.log(mean))
-        model = ov.Model([vote, *outputs], inputs, "merge_step")
+        features = ops.parameter([-1, self.members[0].image_kernel.shape[0]], np.float32, name="features")
+        images = [ops.relu(ops.add(ops.matmul(features, ops.constant(m.image_kernel), False, False),
+                                   ops.constant(m.image_bias))) for m in self.members]  # (B, U) each; no dropout
+        threads = OPENVINO_THREADS if threads is None else threads
         config = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISION, "INFERENCE_NUM_THREADS": int(threads),
                   "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
         try:
-            self._compiled = ov.Core().compile_model(model, "CPU", config)
+            core = ov.Core()
+            self._compiled = core.compile_model(ov.Model([vote, *outputs], inputs, "merge_step"), "CPU", config)
+            self._project = core.compile_model(ov.Model(images, [features], "merge_image"), "CPU", config)
         except Exception as err:  # an unsupported CPU or runtime: NumPy steps instead
             raise PortableUnavailable(f"OpenVINO cannot compile the decoder step ({type(err).__name__}: "
                                       f"{err})") from err
-        self._requests = threading.local()  # an infer request per thread (API threads decode concurrently)
+        self._n_outputs = len(self._compiled.outputs)
+        self._requests = threading.local()  # infer requests per thread (API threads decode concurrently)
 
-    def _request(self):
-        request = getattr(self._requests, "request", None)
-        if request is None:
-            request = self._requests.request = self._compiled.create_infer_request()
-        return request
+    def _request(self, which: str = "step"):
+        requests = self._requests.__dict__
+        if which not in requests:
+            requests[which] = (self._compiled if which == "step" else self._project).create_infer_request()
+        return requests[which]
+
+    def _infer(self, which: str, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Run one compiled model on ``inputs`` (read in place, no copy); copies of its outputs."""
+        request = self._request(which)
+        for i, array in enumerate(inputs):  # binding tensors directly skips the generic input dispatch
+            request.set_input_tensor(i, self._ov.Tensor(array, shared_memory=True))
+        request.infer()
+        return [request.get_output_tensor(k).data.copy() for k in range(len(request.model_outputs))]
 
     def initial_state(self, features: np.ndarray) -> tuple:
         """(B, 2048) pooled features -> the members' states side by side (float32 arrays, batch first)."""
-        return tuple(s for m in self.members for s in m.initial_state(features))
+        images = self._infer("project", [np.ascontiguousarray(features, np.float32)])
+        state = []
+        for image, is_lstm in zip(images, (m.is_lstm for m in self.members)):
+            zeros = np.zeros_like(image)
+            state += [zeros, zeros.copy(), image] if is_lstm else [zeros, image]
+        return tuple(state)
 
     def step(self, words: np.ndarray, state: tuple) -> tuple[np.ndarray, tuple]:
         """(B,) previous word ids + state -> ((B, V) next-word log-probs (the vote, for an ensemble), new state)."""
         inputs = [np.ascontiguousarray(words, np.int32)] + [np.ascontiguousarray(s, np.float32) for s in state]
-        result = self._request().infer(inputs, share_inputs=True)  # outputs are copies: safe to keep
-        log_probs, new_rnn, new_state, i = result[0], iter(result[k] for k in range(1, len(result))), [], 0
+        log_probs, *rnn = self._infer("step", inputs)  # copies: safe to keep
+        new_rnn, new_state, i = iter(rnn), [], 0
         for n in self._sizes:
             new_state += [next(new_rnn) for _ in range(n - 1)] + [state[i + n - 1]]  # the image is unchanged
             i += n
@@ -433,13 +457,15 @@ def _single_stepper(folder: Path) -> MergeStepper:
     return MergeStepper.load(folder / DECODER_FILE, rnn=config.rnn)
 
 
-def portable_stepper(folder: str | Path, engine: str = "auto", vocab_size: int | None = None):
+def portable_stepper(folder: str | Path, engine: str = "auto", vocab_size: int | None = None,
+                     threads: int | None = None):
     """The TensorFlow-free step interface for a model folder: a merge decoder, or an ensemble of merge
     decoders.
 
     ``engine``: "numpy" (``MergeStepper`` / ``PortableEnsembleStepper``), "openvino" (``OpenVINOStepper``)
     or "auto" (OpenVINO when it compiles here, else NumPy). ``vocab_size`` (the length of vocab.json),
-    when given, must be what every decoder predicts. PortableUnavailable (a ValueError) for any other
+    when given, must be what every decoder predicts; ``threads`` sets OpenVINO's (default
+    ``OPENVINO_THREADS``). PortableUnavailable (a ValueError) for any other
     family, or "openvino" where OpenVINO cannot run; CheckpointError for broken files."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
@@ -458,7 +484,7 @@ def portable_stepper(folder: str | Path, engine: str = "auto", vocab_size: int |
                                   f"{member.vocab_size}; the vocabulary belongs to a different checkpoint")
     if engine != "numpy":
         try:
-            return OpenVINOStepper(members)
+            return OpenVINOStepper(members, threads)
         except PortableUnavailable:
             if engine == "openvino":
                 raise
