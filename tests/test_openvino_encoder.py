@@ -60,6 +60,17 @@ def test_openvino_features_match_tensorflow(encoders, pixels, spatial):
     np.testing.assert_allclose(ov_enc.encode(pixels, batch_size=2, spatial=spatial), b, rtol=1e-5, atol=1e-5)
 
 
+def test_batches_past_the_largest_inference_are_split(monkeypatch, encoders, pixels):
+    from captioner.serving import openvino_encoder
+
+    _, ov_enc = encoders
+    whole = ov_enc.encode(pixels)
+    monkeypatch.setattr(openvino_encoder, "MAX_BATCH", 2)  # 3 pictures: inferences of 2 and 1
+    split = ov_enc.encode(pixels)
+    assert split.shape == whole.shape
+    np.testing.assert_allclose(split, whole, rtol=1e-5, atol=1e-5)
+
+
 def test_ir_is_cached_reused_and_invalidated_by_the_weights_digest(encoders, ir_cache, xception_weights):
     from captioner.serving import openvino_encoder
     from captioner.serving.encoder import XceptionEncoder
