@@ -404,7 +404,6 @@ class OpenVINOStepper:
         except Exception as err:  # an unsupported CPU or runtime: NumPy steps instead
             raise PortableUnavailable(f"OpenVINO cannot compile the decoder step ({type(err).__name__}: "
                                       f"{err})") from err
-        self._n_outputs = len(self._compiled.outputs)
         self._requests = threading.local()  # infer requests per thread (API threads decode concurrently)
 
     def _request(self, which: str = "step"):
