@@ -243,6 +243,25 @@ def test_alt_force_replaces_a_persons_alt(site):
                if "img/a.jpg" in img.get("src"))
 
 
+def test_alt_in_another_language_than_the_page_is_marked_with_its_language(tmp_path):
+    lxml_html = pytest.importorskip("lxml.html")
+    a, b = photo(tmp_path, "a.jpg"), photo(tmp_path, "b.jpg", seed=1)
+    caps = {wb._key(a): record(a, "Wahrscheinlich: Ein Hund läuft über das Gras.", lang="de"),
+            wb._key(b): record(b, "Probably a dog runs on the grass.", lang="en")}
+    page = tmp_path / "page.html"
+    page.write_text('<html lang="en-GB"><body><img src="a.jpg"><img src="b.jpg">'
+                    '<img src="a.jpg" lang="fr"><img src="a.jpg" lang="de-AT"></body></html>', encoding="utf-8")
+    assert "4 filled" in wb.write_alt(page, caps).reason
+    imgs = [(img.get("src"), img.get("lang")) for img in lxml_html.fromstring(page.read_bytes()).iter("img")]
+    # German alt on an English page: marked; English: not; a wrong lang replaced; a right one kept
+    assert imgs == [("a.jpg", "de"), ("b.jpg", None), ("a.jpg", "de"), ("a.jpg", "de-AT")]
+
+    german = tmp_path / "seite.html"
+    german.write_text('<html lang="de"><body><img src="a.jpg"><img src="b.jpg"></body></html>', encoding="utf-8")
+    wb.write_alt(german, caps)
+    assert [img.get("lang") for img in lxml_html.fromstring(german.read_bytes()).iter("img")] == [None, "en"]
+
+
 MARKDOWN = """# Trip
 
 ![](../img/a.jpg)

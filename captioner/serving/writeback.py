@@ -7,7 +7,10 @@ Three targets, one function each, and ``write`` to dispatch:
   by rewriting metadata segments/chunks: the compressed pixel data is copied byte for byte, never
   re-encoded. A backup ``photo.jpg.bak`` is kept unless ``backup=False``.
 * ``alt``: missing or empty ``alt`` of ``<img>`` (HTML, and inline in Markdown) and ``![](path)`` (Markdown)
-  whose image is a local file with a caption; only those bytes of the page change.
+  whose image is a local file with a caption; only those bytes of the page change. An HTML ``<img>`` whose
+  caption is in another language than the page (``<html lang>``; undeclared counts as English) also gets
+  ``lang="de"`` (etc.), so a screen reader reads it with the right voice; Markdown's ``![]()`` has no
+  place for one.
 
 The caption written is the record's ``"caption"``: the sentence as it is said to users (hedged by its
 band, after the out-of-domain warning). In XMP it is marked as ours (``captioner:generated``) with its
@@ -537,17 +540,21 @@ def _png_with_caption(data: bytes, record: dict | None, force: bool) -> bytes:
 # ------------------------------------------------------------------------------------------ alt text
 
 class _ImgFinder(HTMLParser):
-    """Every <img> start tag: (offset in the text, its exact source text, its attributes)."""
+    """Every <img> start tag: (offset in the text, its exact source text, its attributes); the page's
+    declared language."""
 
     def __init__(self, text: str):
         super().__init__(convert_charrefs=True)
         self._line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
         self.tags: list[tuple[int, str, list[tuple[str, str | None]]]] = []
+        self.page_lang: str | None = None  # the <html lang="..."> the page declares
 
     def handle_starttag(self, tag, attrs):
         if tag == "img":
             line, col = self.getpos()
             self.tags.append((self._line_starts[line - 1] + col, self.get_starttag_text(), attrs))
+        elif tag == "html" and self.page_lang is None:
+            self.page_lang = dict(attrs).get("lang") or None
 
     handle_startendtag = handle_starttag
 
@@ -555,14 +562,30 @@ class _ImgFinder(HTMLParser):
 _ATTR = re.compile(r"""(?P<space>[\s/]*)(?P<name>[^\s"'>/=]+)(?P<value>\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'=<>`]+))?""")
 
 
-def _alt_span(source: str) -> tuple[int, int] | None:
-    """Where the alt attribute (name and value) is in a start tag's source text, else None."""
+def _attr_span(source: str, name: str) -> tuple[int, int] | None:
+    """Where attribute ``name`` (name and value) is in an <img> start tag's source text, else None."""
     pos = len("<img")
     while (m := _ATTR.match(source, pos)) and m.end() > pos:
-        if m.group("name").lower() == "alt":
+        if m.group("name").lower() == name:
             return m.start("name"), m.end()
         pos = m.end()
     return None
+
+
+def _set_attr(source: str, name: str, value: str) -> str:
+    """An <img> start tag's source with ``name="value"`` (already escaped) in place of the attribute's
+    old value, or added at the end of the tag."""
+    span = _attr_span(source, name)
+    if span:
+        return source[:span[0]] + f'{name}="{value}"' + source[span[1]:]
+    end = len(source) - (2 if source.endswith("/>") else 1)
+    pad = "" if source[end - 1].isspace() else " "
+    return source[:end] + f'{pad}{name}="{value}"' + (" " if source.endswith("/>") and pad else "") + source[end:]
+
+
+def _primary(lang: str | None) -> str | None:
+    """"de" of "de-CH" (what decides the voice), lower case."""
+    return lang.split("-")[0].strip().lower() or None if lang else None
 _MD_IMAGE = re.compile(r"""!\[(?P<alt>(?:[^\]\\]|\\.)*)\]\((?P<dest>\s*(?:<[^>\n]*>|[^\s)]+))"""
                        r"""(?P<title>\s+(?:"[^"]*"|'[^']*'|\([^)]*\)))?\s*\)""")
 _FENCE = re.compile(r"^( {0,3})(`{3,}|~{3,})[^\n]*\n.*?(?:^\1?\2[`~]*[ \t]*$|\Z)", re.M | re.S)
@@ -611,9 +634,13 @@ def alt_edits(text: str, page: Path, captions: dict[Path, dict], force: bool = F
             counts["no caption"] += 1
             return None
 
+    def caption_lang_of(src: str) -> str | None:
+        return (captions.get(_local_image(src, page)) or {}).get("lang")
+
     finder = _ImgFinder(scan)
     finder.feed(scan)
     finder.close()
+    page_lang = _primary(finder.page_lang) or "en"
     for start, source, attrs in finder.tags:
         values = dict(attrs)
         alt = values.get("alt")
@@ -627,13 +654,13 @@ def alt_edits(text: str, page: Path, captions: dict[Path, dict], force: bool = F
         value = html.escape(caption, quote=True)
         if ascii_only:
             value = value.encode("ascii", "xmlcharrefreplace").decode("ascii")
-        span = _alt_span(source)
-        if span:
-            new = source[:span[0]] + f'alt="{value}"' + source[span[1]:]
-        else:
-            end = len(source) - (2 if source.endswith("/>") else 1)
-            pad = "" if source[end - 1].isspace() else " "
-            new = source[:end] + f'{pad}alt="{value}"' + (" " if source.endswith("/>") and pad else "") + source[end:]
+        new = _set_attr(source, "alt", value)
+        # A screen reader reads alt text in the element's language: mark a caption in another language
+        # than the page's (an undeclared page counts as English) so it switches voice.
+        caption_lang = _primary(caption_lang_of(values["src"])) or "en"
+        tag_lang = _primary(values.get("lang")) or page_lang
+        if tag_lang != caption_lang:
+            new = _set_attr(new, "lang", caption_lang)
         edits.append((start, start + len(source), new))
         counts["filled"] += 1
     if markdown:
