@@ -57,3 +57,22 @@ def test_truncated_jpeg_and_missing_file(tmp_path):
         load_image(data[: len(data) // 2], name="half.jpg")
     with pytest.raises(ImageError, match="missing.png: file not found"):
         load_image(tmp_path / "missing.png")
+
+
+def test_large_jpegs_decode_at_dct_scale_but_never_below_what_preprocessing_needs(monkeypatch):
+    from captioner.serving import images
+
+    rng = np.random.default_rng(0)
+    smooth = Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).resize((4000, 3000), Image.BICUBIC)
+    jpeg, png = _bytes(smooth, "JPEG", quality=92), _bytes(smooth.resize((2000, 1500)), "PNG")
+    side = images.DECODE_AT_LEAST
+    scaled = load_image(jpeg)
+    assert scaled.size == (2000, 1500)  # 1/2 scale: 1/4 (1000x750) would be under 3x299 on the short side
+    assert min(scaled.size) >= side
+    assert load_image(png).size == (2000, 1500)  # only JPEG has DCT scaling
+    monkeypatch.setattr(images, "DECODE_AT_LEAST", None)
+    full = load_image(jpeg)
+    assert full.size == (4000, 3000)
+    # the picture the encoder sees barely changes: pixels within a few levels of 255
+    difference = np.abs(preprocess_image(full) - preprocess_image(scaled))
+    assert difference.mean() < 0.01 and difference.max() < 0.1

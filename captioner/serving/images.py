@@ -24,6 +24,11 @@ except ImportError:  # pragma: no cover - optional at import time, listed in req
 
 MAX_FILE_BYTES = 50 * 1024 * 1024  # larger uploads are refused before decoding
 MAX_PIXELS = 64_000_000  # about 8000x8000; beyond that it is a decompression bomb, not a photo
+# A JPEG is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, ``Image.draft``) when both sides
+# stay at least this long: every use shrinks it to 299x299 (the encoder) or 640 px at most (thumbnails),
+# and preprocess_image's resize would box-reduce it to about 3x299 first anyway. A 12-megapixel phone
+# photo decodes 3-5x faster (bench/run.py, figure k). None: always decode at full size.
+DECODE_AT_LEAST: int | None = 3 * IMAGE_SIZE
 
 ImageSource = Union[str, Path, bytes, bytearray, BinaryIO, Image.Image]
 
@@ -90,6 +95,8 @@ def decode_image_bytes(data: bytes, label: str = "image") -> Image.Image:
                     f"{label}: image is too large ({width}x{height} pixels; the limit is {MAX_PIXELS:,} pixels)"
                 )
             img.seek(0)  # first frame of GIF/WebP animations and multi-page TIFFs
+            if DECODE_AT_LEAST:
+                img.draft(None, (DECODE_AT_LEAST, DECODE_AT_LEAST))  # a no-op for formats other than JPEG
             img.load()  # decode now so truncation is caught here, not later
         except ImageError:
             raise
