@@ -7,6 +7,7 @@ through ``engine.run_epochs`` (one loop for one process and for many workers) wi
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,9 +225,7 @@ def train(dataset: CaptionDataset, features_by_name: dict[str, np.ndarray], cfg:
         stepper = make_stepper(model, cfg.decoder)  # reads the model's variables: always the current weights
         tune_feats = np.stack([features_by_name[n] for n in tune_names])  # (N_tune, ...)
         tune_refs = [dataset.captions[n] for n in tune_names]
-
-        def score_held_out() -> float:
-            return held_out_cider(stepper, tune_feats, tune_refs, vocab)
+        score_held_out = functools.partial(held_out_cider, stepper, tune_feats, tune_refs, vocab)
 
     def score_epoch() -> dict:
         scores = {"val_loss": steps.evaluate(dev_batches)}

@@ -220,7 +220,14 @@ def runtime_info(model_dir: str | Path | None = None, weights: str | Path | None
     folder = resolve_model_dir(model_dir)
     encoder = XceptionEncoder.load(weights, allow_download=False, backend=backend)
     checkpoint = load_checkpoint(folder, keras=False)
-    numpy_steps = encoder.backend == "openvino" and portable_folder(checkpoint)
+    if encoder.backend == "openvino" and portable_folder(checkpoint):  # the steps Captioner.load would build
+        from .decoders.portable import OpenVINOStepper, portable_stepper
+
+        stepper = portable_stepper(folder, vocab_size=len(checkpoint.vocab))
+        decoders = (f"OpenVINO, {stepper.threads} thread(s), {stepper.precision} (no TensorFlow)"
+                    if isinstance(stepper, OpenVINOStepper) else "NumPy (no TensorFlow)")
+    else:
+        decoders = "TensorFlow"
     versions = {}
     for dist in ("tensorflow-cpu", "tensorflow"):
         try:
@@ -229,7 +236,7 @@ def runtime_info(model_dir: str | Path | None = None, weights: str | Path | None
         except metadata.PackageNotFoundError:
             continue
     return {"backend": encoder.backend, "backend_note": encoder.backend_note, "precision": encoder.precision,
-            "decoders": "NumPy (no TensorFlow)" if numpy_steps else "TensorFlow",
+            "decoders": decoders,
             "lang": checkpoint.config.lang, "cpu": format_machine(describe_machine()),
             "tensorflow": versions.get("tensorflow", "not installed"),
             "openvino": openvino_version() or "not installed", "model": str(folder)}

@@ -394,8 +394,9 @@ class OpenVINOStepper:
         features = ops.parameter([-1, self.members[0].image_kernel.shape[0]], np.float32, name="features")
         images = [ops.relu(ops.add(ops.matmul(features, ops.constant(m.image_kernel), False, False),
                                    ops.constant(m.image_bias))) for m in self.members]  # (B, U) each; no dropout
-        threads = OPENVINO_THREADS if threads is None else threads
-        config = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISION, "INFERENCE_NUM_THREADS": int(threads),
+        self.threads = int(OPENVINO_THREADS if threads is None else threads)
+        self.precision = OPENVINO_PRECISION
+        config = {"INFERENCE_PRECISION_HINT": self.precision, "INFERENCE_NUM_THREADS": self.threads,
                   "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
         try:
             core = ov.Core()
