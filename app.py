@@ -15,22 +15,17 @@ from captioner import Captioner, CaptionResult, DecodeConfig  # noqa: E402
 from captioner.serving.model_folder import CheckpointError, describe_model, models_by_language  # noqa: E402
 from captioner.serving.heatmap import word_overlays  # noqa: E402
 from captioner.serving.languages import language  # noqa: E402
+from captioner.serving.page_words import page_words  # noqa: E402
 from captioner.serving.speech import SpeechError, speak  # noqa: E402
 from captioner.serving.weights import WeightsError  # noqa: E402
 
 ASSETS = Path(__file__).parent / "assets"
-SAMPLE_KINDS = {"familiar": "Photos like the ones it learned from", "unfamiliar": "Pictures it has never seen the like of"}
-BAND_WORDS = {  # a shape and the words, so the band never rests on colour alone
-    "high": (":material/check_circle:", "High confidence", "green"),
-    "medium": (":material/help:", "Medium confidence", "orange"),
-    "low": (":material/report:", "Low confidence", "red"),
+SAMPLE_KINDS = {"familiar": "samples_familiar", "unfamiliar": "samples_unfamiliar"}  # kind -> its title's phrase
+BAND_LOOKS = {  # a shape beside the words, so the band never rests on colour alone
+    "high": (":material/check_circle:", "green"),
+    "medium": (":material/help:", "orange"),
+    "low": (":material/report:", "red"),
 }
-HOW_SURE = """Every caption comes with a **confidence**: the chance that it is a good description, learned on
-photos held out from training (a caption counts as good when it says what people said about the photo).
-It is put in words: **high** (the caption as it is), **medium** ("Probably …") and **low** ("Maybe …").
-The model learned from about 6,000 photos of people, animals and outdoor scenes (Flickr8k), so pictures
-unlike those (documents, screenshots, charts, drawings, close-ups of objects) get a **warning** before the
-caption, and the caption is always low confidence. The same words are spoken and copied."""
 # svg is accepted only to explain that vector drawings are not supported, rather than hide it in the picker
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "heic", "heif", "avif", "svg"]
 
@@ -61,30 +56,35 @@ def language_label(code: str) -> str:
     return spec.native if spec.native == spec.name else f"{spec.native} ({spec.name})"
 
 
-def sidebar() -> dict:
-    st.sidebar.header("Settings")
-    by_language = models_by_language()
+def page_language(by_language: dict) -> str:
+    """The language chosen in the sidebar (its widget's value from the last run), else the first one."""
+    chosen = st.session_state.get("language")
+    return chosen if chosen in by_language else next(iter(by_language), "en")
+
+
+def sidebar(by_language: dict, w: dict) -> dict:
+    st.sidebar.header(w["settings"])
     model_dir = None
     if by_language:
-        lang = st.sidebar.selectbox("Language", list(by_language), format_func=language_label, key="language",
-                                    help="The language of the caption and of the voice that reads it. "
-                                         "Each language has its own model.")
+        lang = st.sidebar.selectbox(w["language"], list(by_language), format_func=language_label, key="language",
+                                    help=w["language_help"])
         models = by_language[lang]
         model_dir = models[0] if len(models) == 1 else st.sidebar.selectbox(
-            "Model", models, format_func=lambda p: p.name, key=f"model-{lang}",
-            help="Checkpoint folders found in models/; their model cards compare them")
+            w["model"], models, format_func=lambda p: p.name, key=f"model-{lang}", help=w["model_help"])
         st.sidebar.caption(describe_model(model_dir))
-    mode = st.sidebar.radio("Decoding", ["Beam search", "Greedy"], horizontal=True,
-                            help="Beam search keeps several candidate captions and usually reads better.")
-    beam_width = 1 if mode == "Greedy" else st.sidebar.slider("Beam width", 1, 10, 3)
-    n_best = st.sidebar.number_input("Captions to show", 1, beam_width, min(3, beam_width),
-                                     help="The best caption plus alternatives (up to the beam width).")
-    max_words = st.sidebar.slider("Maximum caption length (words)", 5, 40, 30)
-    st.sidebar.header("Speech")
-    engine = st.sidebar.radio("Voice", ["auto", "gtts", "espeak"], horizontal=True,
-                              format_func={"auto": "Automatic", "gtts": "Online (gTTS)",
-                                           "espeak": "Offline (espeak-ng)"}.get,
-                              help="Automatic tries Google's online voice and falls back to the offline one.")
+    # Every widget has a key: its label follows the language, and a key keeps its value when that changes
+    mode = st.sidebar.radio(w["decoding"], ["Beam search", "Greedy"], horizontal=True, key="decoding",
+                            format_func={"Beam search": w["beam_search"], "Greedy": w["greedy"]}.get,
+                            help=w["decoding_help"])
+    beam_width = 1 if mode == "Greedy" else st.sidebar.slider(w["beam_width"], 1, 10, 3, key="beam-width")
+    n_best = st.sidebar.number_input(w["captions_to_show"], 1, beam_width, min(3, beam_width),
+                                     help=w["captions_to_show_help"], key="n-best")
+    max_words = st.sidebar.slider(w["max_words"], 5, 40, 30, key="max-words")
+    st.sidebar.header(w["speech"])
+    engine = st.sidebar.radio(w["voice"], ["auto", "gtts", "espeak"], horizontal=True, key="voice",
+                              format_func={"auto": w["voice_auto"], "gtts": w["voice_gtts"],
+                                           "espeak": w["voice_espeak"]}.get,
+                              help=w["voice_help"])
     # length_alpha is left out: each model's own tuned exponent fills it in (Captioner.default_decode)
     return dict(model_dir=model_dir, decode=dict(beam_width=int(beam_width), n_best=int(n_best),
                                                  max_words=int(max_words)), engine=engine)
@@ -101,21 +101,23 @@ def shows_attention(model_dir) -> bool:
         return False  # loading it reports the problem
 
 
-def gather_images() -> list[tuple[str, bytes]]:
+def gather_images(w: dict) -> list[tuple[str, bytes]]:
     """The (name, bytes) the person chose, from upload, camera or samples."""
-    source = st.radio("Where is your picture?", ["Upload", "Camera", "Sample"], horizontal=True)
+    source = st.radio(w["where_is_picture"], ["Upload", "Camera", "Sample"], horizontal=True, key="source",
+                      format_func={"Upload": w["upload"], "Camera": w["camera"], "Sample": w["sample"]}.get)
     if source == "Upload":
-        files = st.file_uploader("Upload one or more photos", type=UPLOAD_TYPES, accept_multiple_files=True,
-                                 help="JPEG, PNG, WebP, BMP, GIF (first frame), TIFF, HEIC or AVIF.")
+        files = st.file_uploader(w["upload_label"], type=UPLOAD_TYPES, accept_multiple_files=True,
+                                 help=w["upload_help"], key="upload")
         return [(f.name, f.getvalue()) for f in files or []]
     if source == "Camera":
-        shot = st.camera_input("Take a photo")
+        shot = st.camera_input(w["take_photo"], key="camera")
         return [("camera photo", shot.getvalue())] if shot else []
     samples = sample_photos()
     if not samples:
-        st.info("No sample images are installed.")
+        st.info(w["no_samples"])
         return []
-    for kind, title in SAMPLE_KINDS.items():
+    for kind, phrase in SAMPLE_KINDS.items():
+        title = w[phrase]
         group = [sample for sample in samples if sample["kind"] == kind]
         if not group:
             continue
@@ -124,11 +126,12 @@ def gather_images() -> list[tuple[str, bytes]]:
             with column:
                 st.image(str(ASSETS / sample["file"]), width="stretch", alt=f"sample: {sample['what']}")
                 stem = Path(sample["file"]).stem
-                if st.button(f"Use {stem}", key=f"sample-{stem}", width="stretch", help=sample["what"]):
+                if st.button(w["use_sample"].format(name=stem), key=f"sample-{stem}", width="stretch",
+                             help=sample["what"]):
                     st.session_state.sample = sample["file"]
     chosen = st.session_state.get("sample")
     if chosen and (ASSETS / chosen).is_file():
-        st.write(f"Selected sample: **{Path(chosen).stem}**")
+        st.write(w["selected_sample"].format(name=Path(chosen).stem))
         return [(chosen, (ASSETS / chosen).read_bytes())]
     return []
 
@@ -174,30 +177,31 @@ def sentence(text: str) -> str:
     return f"{text[:1].upper()}{text[1:]}{'' if text.endswith(('.', '。', '!', '?')) else '.'}" if text else text
 
 
-def likelihood_words(best, other) -> str:
+def likelihood_words(best, other, w: dict) -> str:
     """How much less likely an alternative is than the best caption, in words."""
     if other is best:
-        return "the best"
+        return w["the_best"]
     ratio = math.exp(min(best.log_prob - other.log_prob, 700.0))
     if ratio < 1.5:
-        return "about as likely"
-    return f"{ratio:,.0f} times less likely" if ratio < 1e6 else "far less likely"
+        return w["about_as_likely"]
+    return w["times_less_likely"].format(ratio=f"{ratio:,.0f}") if ratio < 1e6 else w["far_less_likely"]
 
 
-def show_confidence(result: CaptionResult, captioner: Captioner) -> None:
+def show_confidence(result: CaptionResult, captioner: Captioner, w: dict) -> None:
     """The band in words with a shape beside it (never colour alone)."""
     sure = result.assessment
     if sure is None:
-        st.caption(f"No confidence for this model: {captioner.confidence_problem}")
+        st.caption(w["no_confidence"].format(reason=captioner.confidence_problem))
         return
-    icon, words, color = BAND_WORDS[sure.band]
-    st.badge(f"{words}: about {sure.confidence:.0%} chance this description is good", icon=icon, color=color)
+    icon, color = BAND_LOOKS[sure.band]
+    st.badge(w["band_badge"].format(band=w[f"band_{sure.band}"], percent=round(100 * sure.confidence)),
+             icon=icon, color=color)
 
 
-def show_result(index: int, item: dict, settings: dict, captioner: Captioner) -> None:
+def show_result(index: int, item: dict, settings: dict, captioner: Captioner, w: dict) -> None:
     result: CaptionResult = item["result"]
     if not result.ok:
-        st.error(f"**{item['name']}** could not be captioned: {result.error}", icon="⚠️")
+        st.error(w["not_captioned"].format(name=item["name"], error=result.error), icon="⚠️")
         return
     best = result.captions[0]
     said = sentence(result.sentence)  # what is shown as alt text, copied, downloaded and spoken
@@ -209,34 +213,34 @@ def show_result(index: int, item: dict, settings: dict, captioner: Captioner) ->
         if result.warning:
             st.warning(result.warning, icon=":material/warning:")
         st.markdown(f"### {sentence(result.hedged)}")
-        show_confidence(result, captioner)
+        show_confidence(result, captioner, w)
         if len(result.captions) > 1:
-            st.markdown("**Other possible descriptions**")
-            st.table([{"description": c.text, "compared with the first": likelihood_words(best, c)}
+            st.markdown(f"**{w['other_descriptions']}**")
+            st.table([{w["description"]: c.text, w["compared_with_first"]: likelihood_words(best, c, w)}
                       for c in result.captions[1:]])
         if item.get("heatmaps"):
-            with st.expander("Where the model looked, word by word", expanded=True):
+            with st.expander(w["where_looked"], expanded=True):
                 words, images = zip(*item["heatmaps"])
                 st.image(list(images), caption=list(words), width=150)
         st.code(said, language=None, wrap_lines=True)  # has a copy button
-        text = "\n".join([said] + [f"Alternative: {c.text}" for c in result.captions[1:]])
-        st.download_button("Download caption text", text + "\n", file_name=f"{Path(item['name']).stem}.txt",
+        text = "\n".join([said] + [w["alternative"].format(caption=c.text) for c in result.captions[1:]])
+        st.download_button(w["download_text"], text + "\n", file_name=f"{Path(item['name']).stem}.txt",
                            mime="text/plain", key=f"download-text-{index}")
         speech_key = f"speech-{index}"
-        if st.button("Speak caption", key=f"speak-{index}", icon=":material/volume_up:"):
+        if st.button(w["speak"], key=f"speak-{index}", icon=":material/volume_up:"):
             try:
                 st.session_state[speech_key] = speak(said, result.lang, settings["engine"])
             except SpeechError as err:
                 st.session_state[speech_key] = None
-                st.warning(f"The caption could not be spoken: {err}")
+                st.warning(w["not_spoken"].format(error=err))
         spoken = st.session_state.get(speech_key)
         if spoken:
             st.audio(spoken.audio, format=spoken.mime)
-            st.caption(f"Voice used: {spoken.engine}, {language(result.lang).name}"
+            st.caption(w["voice_used"].format(engine=spoken.engine, language=language(result.lang).native)
                        + (f" — {'; '.join(spoken.notes)}" if spoken.notes else ""))
-            st.download_button("Download audio", spoken.audio, file_name=f"caption.{spoken.extension}",
+            st.download_button(w["download_audio"], spoken.audio, file_name=f"caption.{spoken.extension}",
                                mime=spoken.mime, key=f"download-audio-{index}")
-        with st.expander("Details"):
+        with st.expander(w["details"]):
             details = {"took (s)": round(result.seconds, 2), "score (length-normalised log-probability)":
                        round(best.score, 3), "log-probability of the whole caption": round(best.log_prob, 2)}
             if result.assessment is not None:
@@ -251,35 +255,36 @@ def show_result(index: int, item: dict, settings: dict, captioner: Captioner) ->
 
 
 def main() -> None:
+    by_language = models_by_language()
+    w = page_words(page_language(by_language))  # the page speaks the caption language
+    settings = sidebar(by_language, w)
     st.title("captioner")
-    st.write("Describe a photo in words, then hear the description. Images stay in this session's memory.")
-    with st.expander("How sure is it?"):
-        st.markdown(HOW_SURE)
-    settings = sidebar()
+    st.write(w["intro"])
+    with st.expander(w["how_sure_title"]):
+        st.markdown(w["how_sure"])
     if settings["model_dir"] is None:
         st.error("No model found in `models/`. Train one with `python -m captioner train --out models/merge-lstm` "
                  "(or `--lang de --out models/merge-de` for German captions).")
         st.stop()
     if shows_attention(settings["model_dir"]):
-        settings["attention"] = st.sidebar.toggle(
-            "Show where the model looked", value=False,
-            help="For attention models: a heatmap over the photo for every word of the caption.")
-    images = gather_images()  # before the model loads: the page can take a photo while it does
+        settings["attention"] = st.sidebar.toggle(w["show_attention"], value=False, help=w["show_attention_help"],
+                                                  key="attention")
+    images = gather_images(w)  # before the model loads: the page can take a photo while it does
     captioner = model_or_stop(str(settings["model_dir"]))
-    if st.button("Describe the image" if len(images) <= 1 else f"Describe {len(images)} images",
-                 type="primary", disabled=not images):
-        with st.spinner("Looking at the picture…"):
+    if st.button(w["describe_one"] if len(images) <= 1 else w["describe_many"].format(count=len(images)),
+                 type="primary", disabled=not images, key="describe"):
+        with st.spinner(w["looking"]):
             st.session_state.results = caption_images(captioner, images, settings)
         for key in [k for k in st.session_state if str(k).startswith("speech-")]:
             del st.session_state[key]
     results = st.session_state.get("results", [])
     if results:
         n_ok = sum(item["result"].ok for item in results)
-        status = f"Done: {n_ok} of {len(results)} image(s) captioned in {st.session_state.elapsed:.1f} s."
+        status = w["done"].format(ok=n_ok, total=len(results), seconds=st.session_state.elapsed)
         (st.success if n_ok == len(results) else st.warning)(status)
         for index, item in enumerate(results):
             st.divider()
-            show_result(index, item, settings, captioner)
+            show_result(index, item, settings, captioner, w)
 
 
 main()

@@ -25,8 +25,7 @@ def _app():
 
 
 def _describe(at):
-    [button] = [b for b in at.button if b.label.startswith("Describe")]
-    button.click().run()
+    at.button(key="describe").click().run()
     assert not at.exception, at.exception
 
 
@@ -218,7 +217,42 @@ def test_picking_german_gives_a_german_caption_alt_text_and_voice():
     at.button(key="speak-0").click().run()
     spoken = at.session_state["speech-0"]
     assert spoken.text == expected.sentence
-    assert any("Voice used:" in c.value and "German" in c.value for c in at.caption)
+    assert any(c.value.startswith("Stimme: ") and "Deutsch" in c.value for c in at.caption)  # in German
     assert spoken.lang == "de"
     if spoken.engine.startswith("espeak"):  # offline: as long as the German voice takes to say that text
         assert abs(wav_seconds(spoken.audio) / wav_seconds(espeak_speak(expected.sentence, "de")) - 1) < 0.03
+
+
+@pytest.mark.parametrize("lang", ["de", "zh", "fr", "es"])
+def test_the_page_speaks_the_chosen_language(lang):
+    """Picking a language turns the page's own words into it, not only the caption."""
+    from captioner.serving.page_words import page_words
+
+    at = _app()
+    english = page_words("en")
+    assert at.sidebar.header[0].value == english["settings"] and at.button(key="describe").label == english["describe_one"]
+    at.sidebar.selectbox(key="language").set_value(lang).run()
+    assert not at.exception, at.exception
+    w = page_words(lang)
+    assert at.sidebar.header[0].value == w["settings"] != english["settings"]
+    assert at.sidebar.selectbox(key="language").label == w["language"]
+    assert at.button(key="describe").label == w["describe_one"]
+    assert [e.label for e in at.expander][0] == w["how_sure_title"]
+    assert at.radio[0].label == w["where_is_picture"]
+    assert at.radio[0].value == "Upload"  # the choice itself stays the same underneath
+
+
+def test_switching_language_keeps_the_upload_and_the_settings():
+    """The labels change with the language; the photo and the settings must not."""
+    at = _app()
+    data = (ASSETS / "cat.jpg").read_bytes()
+    at.file_uploader[0].set_value(("cat.jpg", data, "image/jpeg")).run()
+    at.sidebar.slider(key="beam-width").set_value(5).run()
+    at.sidebar.radio(key="voice").set_value("espeak").run()
+    assert not at.button(key="describe").disabled
+    at.sidebar.selectbox(key="language").set_value("fr").run()
+    assert not at.exception, at.exception
+    assert at.button(key="describe").label == "Décrire l'image" and not at.button(key="describe").disabled
+    assert at.sidebar.slider(key="beam-width").value == 5 and at.sidebar.radio(key="voice").value == "espeak"
+    _describe(at)
+    assert any(m.value.startswith("### ") for m in at.markdown)  # captioned: the upload survived the switch

@@ -94,7 +94,20 @@ def choose_option(driver, wait, label: str, option: str) -> None:
     opener.click()
     entry = wait.until(EC.element_to_be_clickable((By.XPATH, f"//*[@role='option'][contains(., '{option}')]")))
     entry.click()
-    wait.until(lambda d: option in d.find_element(By.XPATH, f"{box}//input").get_attribute("value"))
+    wait.until(lambda d: _some_selectbox_shows(d, option))
+
+
+def _some_selectbox_shows(driver, option: str) -> bool:
+    """True once a selectbox shows ``option``. Any box: choosing a language redraws the page in it, so the
+    box's own label may have changed ("Language" -> "Sprache") by the time it shows the choice."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        return any(option in (box.get_attribute("value") or "")
+                   for box in driver.find_elements(By.XPATH, "//div[@data-testid='stSelectbox']//input"))
+    except StaleElementReferenceException:  # redrawn while read: look again
+        return False
 
 
 def audio_bytes(driver) -> bytes:
@@ -119,15 +132,22 @@ def caption_in_browser(driver, url: str, image: Path, speak: bool = True, timeou
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
 
+    from captioner.serving.languages import LANGUAGES
+    from captioner.serving.page_words import page_words
+
+    codes = {spec.native: code for code, spec in LANGUAGES.items()}
+    w = page_words(codes[language] if language else "en")  # the page speaks the chosen language
     wait = WebDriverWait(driver, timeout)
     driver.get(url)
     if language:
-        choose_option(driver, wait, "Language", language)
+        choose_option(driver, wait, page_words("en")["language"], language)  # the page opens in English
+        # then it is drawn again in that language: upload only once it has been (the file input is new)
+        wait.until(EC.presence_of_element_located((By.XPATH, f"//button[contains(., \"{w['describe_one']}\")]")))
     upload = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "input[type='file']")))
     upload.send_keys(str(image))
     wait.until(EC.presence_of_element_located((By.XPATH, f"//*[contains(text(), '{image.name}')]")))
     start = time.perf_counter()
-    click_button(driver, wait, "Describe the image")
+    click_button(driver, wait, w["describe_one"])
     heading = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "[data-testid='stMarkdownContainer'] h3")))
     result = {"caption": heading.text.strip().rstrip(".").lower(), "heading": heading.text.strip(),
               "caption_s": time.perf_counter() - start}
@@ -137,7 +157,7 @@ def caption_in_browser(driver, url: str, image: Path, speak: bool = True, timeou
     result["warning"] = warnings[0].text if warnings else ""  # the out-of-domain warning above the caption
     if speak:
         start = time.perf_counter()
-        click_button(driver, wait, "Speak caption")
+        click_button(driver, wait, w["speak"])
         audio = wait.until(EC.presence_of_element_located((By.TAG_NAME, "audio")))
         result["audio_src"] = audio.get_attribute("src")
         duration = 0.0
@@ -149,7 +169,8 @@ def caption_in_browser(driver, url: str, image: Path, speak: bool = True, timeou
             time.sleep(0.25)
         result["audio_duration_s"] = duration
         result["speech_s"] = time.perf_counter() - start
-        voices = driver.find_elements(By.XPATH, "//*[contains(text(), 'Voice used:')]")
+        voice_line = w["voice_used"].split("{")[0].strip()  # "Voice used:", "Stimme:", ...
+        voices = driver.find_elements(By.XPATH, f"//*[contains(text(), '{voice_line}')]")
         result["voice"] = voices[0].text if voices else ""
         result["audio"] = audio_bytes(driver)
     return result
