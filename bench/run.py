@@ -184,7 +184,7 @@ class Bench:
 
     def g_encoder_precision(self):
         """bfloat16 encoder vs float32: speed, feature cosine, and identical captions on these images."""
-        from captioner.serving.encoder import XceptionEncoder, bf16_supported
+        from captioner.serving.encoder import XceptionEncoder, bf16_supported, feature_cosines
         from captioner.serving.weights import ensure_weights
 
         if not bf16_supported():
@@ -196,8 +196,7 @@ class Bench:
         spatial = self.captioner.feature_kind == "spatial"
         t32, f32 = timed(lambda: self.captioner.encode(pixels), repeat=1)
         t16, f16 = timed(lambda: fast.encode(pixels, spatial=spatial), repeat=1)
-        a, b = f32.reshape(len(f32), -1), f16.reshape(len(f16), -1)
-        cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+        cos = feature_cosines(f32, f16)
         c32 = [c[0].text for c in self.captioner.caption_features(f32, self.captioner.default_decode(beam_width=3))]
         c16 = [c[0].text for c in self.captioner.caption_features(f16, self.captioner.default_decode(beam_width=3))]
         out = {"images": len(pixels), "float32_s_per_image": t32 / len(pixels), "bf16_s_per_image": t16 / len(pixels),
@@ -247,7 +246,7 @@ class Bench:
         """Encoder on OpenVINO float32 vs TensorFlow float32, side by side: ms per image at batch 1 and 8
         (and OpenVINO as two one-thread streams fed asynchronously), feature cosine, identical beam-3
         captions (the features this model reads, all the run's images)."""
-        from captioner.serving.encoder import XceptionEncoder
+        from captioner.serving.encoder import XceptionEncoder, feature_cosines
         from captioner.serving.openvino_encoder import OpenVINOUnavailable
         from captioner.serving.weights import ensure_weights
 
@@ -271,7 +270,7 @@ class Bench:
         out["openvino_2streams_async_ms_per_image"] = 1000 * self._two_streams(ov_enc, pixels[:32]) / 32
         f_tf, f_ov = tf_enc.encode(pixels, spatial=spatial), ov_enc.encode(pixels, spatial=spatial)
         a, b = f_tf.reshape(len(f_tf), -1), f_ov.reshape(len(f_ov), -1)
-        cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+        cos = feature_cosines(a, b)
         decode = self.captioner.default_decode(beam_width=3)
         c_tf = [c[0].text for c in self.captioner.caption_features(f_tf, decode)]
         c_ov = [c[0].text for c in self.captioner.caption_features(f_ov, decode)]
@@ -293,6 +292,7 @@ class Bench:
         from PIL import Image
 
         from captioner.serving import images
+        from captioner.serving.encoder import feature_cosines
 
         originals = sorted((self.dataset.image_dir.parent / "originals").glob("*.jpg"))[:n]
         if not originals:
@@ -326,7 +326,7 @@ class Bench:
         finally:
             images.DECODE_AT_LEAST = scaled_side
         (a, caps_a), (b, caps_b) = runs["full size"], runs["DCT-scaled"]
-        cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+        cos = feature_cosines(a, b)
         out.update({"load_speedup": out["full size"]["load_and_preprocess_ms"] / out["DCT-scaled"]["load_and_preprocess_ms"],
                     "caption_speedup": out["full size"]["whole_caption_ms"] / out["DCT-scaled"]["whole_caption_ms"],
                     "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()),

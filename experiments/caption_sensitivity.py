@@ -24,6 +24,7 @@ def main() -> int:
     from captioner.pipeline.data import load_dataset
     from captioner.pipeline.machine import describe_machine
     from captioner.serving import model_folder as mf
+    from captioner.serving.encoder import feature_cosines
     from captioner.serving.images import load_and_preprocess
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -43,7 +44,7 @@ def main() -> int:
     for level in NOISE_LEVELS:
         noise = rng.normal(size=features.shape).astype(np.float32) * level * features.std(axis=1, keepdims=True)
         noisy = features + noise
-        cosine = (features * noisy).sum(1) / (np.linalg.norm(features, axis=1) * np.linalg.norm(noisy, axis=1))
+        cosine = feature_cosines(features, noisy)
         captions = [c[0].tokens for c in captioner.caption_features(noisy, decode)]
         rows.append({"noise_std_share": level, "feature_cosine_mean": round(float(cosine.mean()), 5),
                      "identical_captions": round(float(np.mean([a == b for a, b in zip(reference, captions)])), 4)})

@@ -40,7 +40,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from captioner.pipeline.workflows import quantize_encoder
-    from captioner.serving.encoder import XceptionEncoder
+    from captioner.serving.encoder import XceptionEncoder, feature_cosines
 
     start = time.perf_counter()
     int8_xml = quantize_encoder(args.data, args.calibration_images)  # as `python -m captioner quantize` does
@@ -63,7 +63,7 @@ def main() -> int:
             feats[k].append(encode(model, batch))
     feats = {k: np.concatenate(v) for k, v in feats.items()}
     a, b = feats["float32"], feats["int8"]
-    cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    cosine = feature_cosines(a, b)
 
     decode = replace(DecodeConfig(beam_width=3), length_alpha=captioner.checkpoint.length_alpha)
     captions, scores = {}, {}

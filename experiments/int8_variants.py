@@ -41,6 +41,7 @@ def main() -> int:
     from captioner.pipeline.data import load_dataset
     from captioner.pipeline.machine import describe_machine
     from captioner.serving import model_folder as mf
+    from captioner.serving.encoder import feature_cosines
     from captioner.serving.images import load_image, preprocess_image
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -74,9 +75,6 @@ def main() -> int:
             out.append(np.array(request.get_tensor(compiled.output("pooled")).data, np.float32))
         return np.concatenate(out)
 
-    def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
     float_compiled = core.compile_model(float_model, "CPU", config)
     reference = encode(float_compiled, selection)
@@ -88,7 +86,7 @@ def main() -> int:
         for x, feature in items:
             got.append(encode(compiled, x))
             want.append(feature)
-        return float(cosine(np.concatenate(got), np.concatenate(want)).mean())
+        return float(feature_cosines(np.concatenate(got), np.concatenate(want)).mean())
 
     performance, mixed = nncf.QuantizationPreset.PERFORMANCE, nncf.QuantizationPreset.MIXED
     exit_flow = nncf.IgnoredScope(names=convs[-EXIT_FLOW_CONVOLUTIONS:])
@@ -130,7 +128,7 @@ def main() -> int:
             for _ in range(20):
                 encode(which, one)
             timings[label] = 1000 * (time.perf_counter() - start) / 20
-        cos = cosine(feats, reference)
+        cos = feature_cosines(feats, reference)
         quantised = sum(1 for op in model.get_ordered_ops() if op.get_type_name() == "FakeQuantize")
         results[name] = {"identical_captions": round(float(np.mean([a == b for a, b in zip(captions, reference_captions)])), 4),
                          "feature_cosine": {"mean": round(float(cos.mean()), 4), "min": round(float(cos.min()), 4)},

@@ -204,6 +204,13 @@ class XceptionEncoder:
         return np.concatenate(out, axis=0) if out else np.zeros(empty, np.float32)
 
 
+def feature_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two (N, ...) feature arrays: how backends, precisions and image
+    decodings are compared (bench/run.py, experiments/)."""
+    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
 def runtime_info(model_dir: str | Path | None = None, weights: str | Path | None = None,
                  backend: str | None = None) -> dict:
     """What captions would run on here: encoder backend (as chosen by loading it), precision, what steps
@@ -212,22 +219,15 @@ def runtime_info(model_dir: str | Path | None = None, weights: str | Path | None
     from importlib import metadata
 
     from ..pipeline.machine import describe_machine, format_machine
-    from .captioner import portable_folder
-    from .model_folder import load_checkpoint
+    from .captioner import Captioner
     from .openvino_encoder import openvino_version
     from .ray_batch import resolve_model_dir
 
     folder = resolve_model_dir(model_dir)
-    encoder = XceptionEncoder.load(weights, allow_download=False, backend=backend)
-    checkpoint = load_checkpoint(folder, keras=False)
-    if encoder.backend == "openvino" and portable_folder(checkpoint):  # the steps Captioner.load would build
-        from .decoders.portable import OpenVINOStepper, portable_stepper
-
-        stepper = portable_stepper(folder, vocab_size=len(checkpoint.vocab))
-        decoders = (f"OpenVINO, {stepper.threads} thread(s), {stepper.precision} (no TensorFlow)"
-                    if isinstance(stepper, OpenVINOStepper) else "NumPy (no TensorFlow)")
-    else:
-        decoders = "TensorFlow"
+    captioner = Captioner.load(folder, weights, allow_download=False, backend=backend)  # exactly what captions use
+    encoder, stepper = captioner.encoder, captioner.stepper
+    decoders = {"numpy": "NumPy (no TensorFlow)", "tensorflow": "TensorFlow"}.get(captioner.decoder_backend) or \
+        f"OpenVINO, {stepper.threads} thread(s), {stepper.precision} (no TensorFlow)"
     versions = {}
     for dist in ("tensorflow-cpu", "tensorflow"):
         try:
@@ -237,6 +237,6 @@ def runtime_info(model_dir: str | Path | None = None, weights: str | Path | None
             continue
     return {"backend": encoder.backend, "backend_note": encoder.backend_note, "precision": encoder.precision,
             "decoders": decoders,
-            "lang": checkpoint.config.lang, "cpu": format_machine(describe_machine()),
+            "lang": captioner.lang, "cpu": format_machine(describe_machine()),
             "tensorflow": versions.get("tensorflow", "not installed"),
             "openvino": openvino_version() or "not installed", "model": str(folder)}

@@ -586,6 +586,8 @@ def _set_attr(source: str, name: str, value: str) -> str:
 def _primary(lang: str | None) -> str | None:
     """"de" of "de-CH" (what decides the voice), lower case."""
     return lang.split("-")[0].strip().lower() or None if lang else None
+
+
 _MD_IMAGE = re.compile(r"""!\[(?P<alt>(?:[^\]\\]|\\.)*)\]\((?P<dest>\s*(?:<[^>\n]*>|[^\s)]+))"""
                        r"""(?P<title>\s+(?:"[^"]*"|'[^']*'|\([^)]*\)))?\s*\)""")
 _FENCE = re.compile(r"^( {0,3})(`{3,}|~{3,})[^\n]*\n.*?(?:^\1?\2[`~]*[ \t]*$|\Z)", re.M | re.S)
@@ -623,19 +625,18 @@ def alt_edits(text: str, page: Path, captions: dict[Path, dict], force: bool = F
     edits: list[tuple[int, int, str]] = []
     scan = _mask_code(text) if markdown else text
 
-    def caption_for(src: str) -> str | None:
+    def caption_for(src: str) -> tuple[str, str] | None:
+        """(caption, its primary language) for a local image with one, else None (counted)."""
         image = _local_image(src, page)
         if image is None:
             counts["not local"] += 1
             return None
+        record = captions.get(image)
         try:
-            return _caption_of(captions.get(image))
+            return _caption_of(record), _primary(record.get("lang")) or "en"
         except _Skip:
             counts["no caption"] += 1
             return None
-
-    def caption_lang_of(src: str) -> str | None:
-        return (captions.get(_local_image(src, page)) or {}).get("lang")
 
     finder = _ImgFinder(scan)
     finder.feed(scan)
@@ -647,8 +648,9 @@ def alt_edits(text: str, page: Path, captions: dict[Path, dict], force: bool = F
         if alt is not None and alt.strip() and not force:
             counts["kept"] += 1
             continue
-        if not values.get("src") or (caption := caption_for(values["src"])) is None:
+        if not values.get("src") or (found := caption_for(values["src"])) is None:
             continue
+        caption, caption_lang = found
         if text[start:start + len(source)] != source:
             continue  # a position we cannot trust: leave the tag alone
         value = html.escape(caption, quote=True)
@@ -657,7 +659,6 @@ def alt_edits(text: str, page: Path, captions: dict[Path, dict], force: bool = F
         new = _set_attr(source, "alt", value)
         # A screen reader reads alt text in the element's language: mark a caption in another language
         # than the page's (an undeclared page counts as English) so it switches voice.
-        caption_lang = _primary(caption_lang_of(values["src"])) or "en"
         tag_lang = _primary(values.get("lang")) or page_lang
         if tag_lang != caption_lang:
             new = _set_attr(new, "lang", caption_lang)
@@ -668,9 +669,9 @@ def alt_edits(text: str, page: Path, captions: dict[Path, dict], force: bool = F
             if m.group("alt").strip() and not force:
                 counts["kept"] += 1
                 continue
-            if (caption := caption_for(m.group("dest"))) is None:
+            if (found := caption_for(m.group("dest"))) is None:
                 continue
-            edits.append((m.start("alt"), m.end("alt"), _md_escape(caption)))
+            edits.append((m.start("alt"), m.end("alt"), _md_escape(found[0])))
             counts["filled"] += 1
     return sorted(edits), counts
 
