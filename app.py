@@ -12,7 +12,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import streamlit as st  # noqa: E402
 
 from captioner import Captioner, CaptionResult, DecodeConfig  # noqa: E402
-from captioner.serving.model_folder import CheckpointError, describe_model, models_by_language  # noqa: E402
+from captioner.serving.model_folder import (CheckpointError, describe_model, folder_has_attention,  # noqa: E402
+                                            models_by_language)
 from captioner.serving.heatmap import word_overlays  # noqa: E402
 from captioner.serving.languages import language  # noqa: E402
 from captioner.serving.page_words import page_words  # noqa: E402
@@ -90,17 +91,6 @@ def sidebar(by_language: dict, w: dict) -> dict:
                                                  max_words=int(max_words)), engine=engine)
 
 
-def shows_attention(model_dir) -> bool:
-    """True for a single attention decoder (read from its config, without loading the model)."""
-    from captioner.serving.decoders import family
-    from captioner.serving.model_folder import CheckpointError, is_ensemble_folder, read_config
-
-    try:
-        return not is_ensemble_folder(model_dir) and family(read_config(model_dir).decoder).has_attention
-    except (CheckpointError, ValueError):
-        return False  # loading it reports the problem
-
-
 def gather_images(w: dict) -> list[tuple[str, bytes]]:
     """The (name, bytes) the person chose, from upload, camera or samples."""
     source = st.radio(w["where_is_picture"], ["Upload", "Camera", "Sample"], horizontal=True, key="source",
@@ -161,7 +151,7 @@ def caption_images(captioner: Captioner, images: list[tuple[str, bytes]], settin
         if result.ok:
             if attention:  # the maps recorded while the caption's own words were chosen
                 best = result.captions[0]
-                words = best.text.split()
+                words = best.tokens.split()  # one map per token (Chinese and French write them joined)
                 heatmaps = list(zip(words, word_overlays(result.thumbnail, captioner.attention_maps(best), words)))
             buf = io.BytesIO()
             result.thumbnail.save(buf, format="JPEG", quality=85)
@@ -169,12 +159,6 @@ def caption_images(captioner: Captioner, images: list[tuple[str, bytes]], settin
         shown.append({"name": name, "result": result, "thumbnail": thumbnail, "heatmaps": heatmaps})
     st.session_state.elapsed = time.perf_counter() - start
     return shown
-
-
-def sentence(text: str) -> str:
-    """A caption or warning as written prose: capital first letter, a full stop unless it has one."""
-    text = text.strip()
-    return f"{text[:1].upper()}{text[1:]}{'' if text.endswith(('.', '。', '!', '?')) else '.'}" if text else text
 
 
 def likelihood_words(best, other, w: dict) -> str:
@@ -204,7 +188,7 @@ def show_result(index: int, item: dict, settings: dict, captioner: Captioner, w:
         st.error(w["not_captioned"].format(name=item["name"], error=result.error), icon="⚠️")
         return
     best = result.captions[0]
-    said = sentence(result.sentence)  # what is shown as alt text, copied, downloaded and spoken
+    said = result.sentence  # what is shown as alt text, copied, downloaded and spoken
     left, right = st.columns([2, 3], gap="large")
     with left:
         st.image(item["thumbnail"], width="stretch", alt=said)  # the caption doubles as alt text
@@ -212,7 +196,7 @@ def show_result(index: int, item: dict, settings: dict, captioner: Captioner, w:
         st.caption(item["name"])
         if result.warning:
             st.warning(result.warning, icon=":material/warning:")
-        st.markdown(f"### {sentence(result.hedged)}")
+        st.markdown(f"### {result.hedged}")
         show_confidence(result, captioner, w)
         if len(result.captions) > 1:
             st.markdown(f"**{w['other_descriptions']}**")
@@ -266,7 +250,7 @@ def main() -> None:
         st.error("No model found in `models/`. Train one with `python -m captioner train --out models/merge-lstm` "
                  "(or `--lang de --out models/merge-de` for German captions).")
         st.stop()
-    if shows_attention(settings["model_dir"]):
+    if folder_has_attention(settings["model_dir"]):
         settings["attention"] = st.sidebar.toggle(w["show_attention"], value=False, help=w["show_attention_help"],
                                                   key="attention")
     images = gather_images(w)  # before the model loads: the page can take a photo while it does

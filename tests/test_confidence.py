@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 from captioner.serving.confidence import (BANDS, CONFIDENCE_FILE, REBUILD_NEIGHBOURS, Assessment, Calibrator,
                                           CiderD, ConfidenceError, ConfidenceModel, HashedReferences,
                                           NeighbourIndex, Signals, domain_digest, expected_calibration_error,
-                                          gram_hash, hedge, out_of_domain_warning, say)
+                                          gram_hash)
 from captioner.serving.domain import DomainCheck
+from captioner.serving.sentence import finish, hedge, out_of_domain_warning, sentence
 from conftest import ROOT
 
 
@@ -47,17 +48,17 @@ def tiny_model(calibrator: Calibrator | None = None) -> ConfidenceModel:
 # ------------------------------------------------------------------------------------------ wording
 
 @pytest.mark.parametrize("score, band, spoken", [
-    (2.0, "high", "a dog runs on the grass"),  # sigmoid(2) = 0.88
-    (0.0, "medium", "Probably a dog runs on the grass"),  # 0.5
-    (-2.0, "low", "Maybe a dog runs on the grass"),  # 0.12
+    (2.0, "high", "A dog runs on the grass."),  # sigmoid(2) = 0.88
+    (0.0, "medium", "Probably a dog runs on the grass."),  # 0.5
+    (-2.0, "low", "Maybe a dog runs on the grass."),  # 0.12
 ])
 def test_band_wording_from_known_scores(score, band, spoken):
     calibrator = score_only()
     assessment = calibrator.assess(Signals(score=score, consensus=0.0))
     assert assessment.confidence == pytest.approx(1 / (1 + np.exp(-score)))
     assert assessment.band == band and assessment.in_domain and assessment.reason is None
-    assert say("a dog runs on the grass", assessment) == spoken
-    assert hedge("a dog runs on the grass", band) == spoken
+    assert sentence("a dog runs on the grass", "en", assessment.band, assessment.in_domain) == spoken
+    assert finish(hedge("a dog runs on the grass", band)) == spoken
 
 
 def test_band_edges_and_unknown_band():
@@ -83,8 +84,8 @@ def test_out_of_domain_is_low_and_warned():
     assert not text_page.in_domain and text_page.band == "low"
     assert text_page.confidence <= model.calibrator.low < photo.confidence
     assert "unlike the photos the model learned from" in text_page.reason
-    spoken = say("a dog runs", text_page)
-    assert spoken.startswith(out_of_domain_warning()) and spoken.endswith("Maybe a dog runs")
+    spoken = sentence("a dog runs", "en", text_page.band, text_page.in_domain)
+    assert spoken.startswith(out_of_domain_warning()) and spoken.endswith("Maybe a dog runs.")
     assert "doesn't look like the photos I learned from" in spoken
 
 

@@ -81,7 +81,7 @@ def test_cli_json_reports_bad_files_and_still_captions_the_rest(tmp_path, model)
     honest = {"confidence", "band", "in_domain", "reason"}  # the folder's calibration (issue: honest captions)
     assert [set(line) for line in lines] == [{"image", "caption", "lang", "model_caption", "score"} | honest,
                                              {"image", "error"}, {"image", "error"}]
-    from captioner.serving.confidence import out_of_domain_warning
+    from captioner.serving.sentence import out_of_domain_warning
     from captioner.serving.model_folder import model_language
 
     lang = model_language(ROOT / "models" / model)
@@ -148,6 +148,7 @@ def test_a_model_folder_without_calibration_still_captions(tmp_path, xception_we
     import shutil
 
     from captioner import Captioner
+    from captioner.serving.sentence import finish
 
     folder = tmp_path / "merge-lstm"
     shutil.copytree(ROOT / "models" / "merge-lstm", folder)
@@ -155,21 +156,22 @@ def test_a_model_folder_without_calibration_still_captions(tmp_path, xception_we
     captioner = Captioner.load(folder, allow_download=False)
     assert captioner.confidence is None and "python -m captioner calibrate" in captioner.confidence_problem
     [result] = captioner.caption([ASSETS / "cameraman.jpg"])
-    assert result.ok and result.assessment is None and result.sentence == result.text and result.warning is None
+    assert result.ok and result.assessment is None and result.warning is None
+    assert result.sentence == finish(result.text, "en")  # the caption as prose, unhedged
 
 
 def test_calibrated_results_carry_the_same_wording_everywhere(captioner):
     """The library's sentence is the hedged caption after the warning; the record holds the same words."""
     from captioner.serving.batch import result_record
-    from captioner.serving.confidence import hedge, out_of_domain_warning
+    from captioner.serving.sentence import finish, hedge, join, out_of_domain_warning
 
     [photo, page] = captioner.caption([ASSETS / "cameraman.jpg", ASSETS / "text-page.png"])
     lang = captioner.lang
     assert photo.lang == page.lang == lang
-    assert photo.assessment.in_domain and photo.sentence == hedge(photo.text, photo.assessment.band, lang)
+    assert photo.assessment.in_domain and photo.sentence == finish(hedge(photo.text, photo.assessment.band, lang), lang)
     assert not page.assessment.in_domain and page.assessment.band == "low"
-    assert page.sentence == f"{out_of_domain_warning(lang)} {hedge(page.text, 'low', lang)}"
-    assert page.sentence.endswith(page.text) and page.sentence != page.text
+    assert page.sentence == join([out_of_domain_warning(lang), hedge(page.text, 'low', lang)], lang)
+    assert page.text in page.sentence and page.sentence != page.text
     record = result_record(ASSETS / "text-page.png", page)
     assert record["caption"] == page.sentence and record["model_caption"] == page.text
     assert record["in_domain"] is False and record["band"] == "low" and "unlike the photos" in record["reason"]

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from captioner.config import DecodeConfig, TrainConfig
 from captioner.pipeline.data import DataError, clean_caption, load_dataset, resolve_data_dir
-from captioner.serving.confidence import hedge, out_of_domain_warning
+from captioner.serving.sentence import hedge, out_of_domain_warning
 from captioner.serving.languages import LANGUAGES, LanguageError, language, truecase_table
 
 LETTERS = {"de": "abcdefghijklmnopqrstuvwxyzäöüß", "fr": "abcdefghijklmnopqrstuvwxyzéèêàâçîïôûùœ",

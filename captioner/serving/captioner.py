@@ -4,7 +4,7 @@
     cap = Captioner.load()
     [result] = cap.caption(["photo.jpg"], DecodeConfig(beam_width=3))
     print(result.text)        # the caption
-    print(result.sentence)    # as shown and spoken: "Probably a dog runs on the grass"
+    print(result.sentence)    # as shown and spoken: "Probably a dog runs on the grass."
     print(result.assessment)  # confidence, band, in_domain, reason (models with a confidence.json)
 """
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import Sequence
 import numpy as np
 
 from ..config import DecodeConfig
-from .confidence import Assessment, ConfidenceError, ConfidenceModel, hedge, out_of_domain_warning, say
+from . import sentence as wording
+from .confidence import Assessment, ConfidenceError, ConfidenceModel
 from .images import ImageError, ImageSource, load_image, preprocess_image, source_name
 
 THUMBNAIL_SIDE = 640  # longest side of ``CaptionResult.thumbnail``
@@ -65,25 +66,27 @@ class CaptionResult:
 
     @property
     def hedged(self) -> str:
-        """The best caption in its band's words: as it is (high), "Probably …" (medium), "Maybe …" (low)."""
-        if not self.captions or self.assessment is None:
-            return self.text
-        return hedge(self.text, self.assessment.band, self.lang)
+        """The best caption in its band's words, as written prose: "A dog runs." (high), "Probably a dog
+        runs." (medium), "Maybe a dog runs." (low); without a calibration, the caption as prose."""
+        if not self.captions:
+            return ""
+        return wording.sentence(self.text, self.lang, self.assessment.band if self.assessment else None)
 
     @property
     def warning(self) -> str | None:
         """The out-of-domain warning to show and say before the caption, or None."""
         if self.assessment is None or self.assessment.in_domain:
             return None
-        return out_of_domain_warning(self.lang)
+        return wording.out_of_domain_warning(self.lang)
 
     @property
     def sentence(self) -> str:
-        """The best caption as it is shown, spoken and written everywhere: the hedged caption, after the
-        out-of-domain warning when there is one."""
-        if not self.captions or self.assessment is None:
-            return self.text
-        return say(self.text, self.assessment, self.lang)
+        """The best caption as it is shown, spoken and written everywhere (page, speech, CLI, JSON/CSV, API,
+        XMP, alt text): the hedged caption after the out-of-domain warning, as prose (``sentence.py``)."""
+        if not self.captions:
+            return ""
+        sure = self.assessment
+        return wording.sentence(self.text, self.lang, sure.band if sure else None, sure.in_domain if sure else True)
 
 
 class Captioner:

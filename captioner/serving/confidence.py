@@ -17,14 +17,13 @@ the references (see ``pipeline/calibrate.py``). Its coefficients are checked to 
 confidence rises with the score (and the consensus) for fixed other signals. Thresholds on it give the
 **band**: "high" (the caption as it is), "medium" ("Probably …"), "low" ("Maybe …"). A picture the
 domain check flags is always "low" (its confidence is capped at the low threshold) and its caption is
-shown under ``out_of_domain_warning()``.
+said after the out-of-domain warning (``sentence.py`` writes the words).
 
 Serving needs numpy only (CIDEr-D is computed here in pure Python, as ``pipeline/scst.CiderD`` does).
 
     model = ConfidenceModel.load("models/merge-ensemble")
     [a] = model.assess(pooled_features, [caption])      # caption: a Caption (text and score)
     a.to_json()  # {"confidence": 0.71, "band": "high", "in_domain": true, "reason": null}
-    say(caption.text, a)                                  # the hedged sentence, with the warning if any
 """
 from __future__ import annotations
 
@@ -41,44 +40,19 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .languages import language
 from .domain import DomainCheck, DomainError, require_format, unit_rows
 from .model_folder import CONFIDENCE_FILE, DOMAIN_FILE, NEIGHBOURS_FILE
+from .sentence import BANDS
 
 CONFIDENCE_FORMAT = "captioner-confidence"
 NEIGHBOURS_FORMAT = "captioner-neighbours"
 VERSION = 1  # of the calibration files
 NEIGHBOURS_VERSION = 2  # 2: references as hashed n-gram counts (version 1 held the caption text)
 REBUILD_NEIGHBOURS = "python -m captioner calibrate --all --refit-neighbours"
-BANDS = ("high", "medium", "low")
 
 
 class ConfidenceError(ValueError):
     """A calibration or neighbour file that cannot be used; the message names the file and the problem."""
-
-
-# ------------------------------------------------------------------------------------------ wording
-
-def hedge(text: str, band: str, lang: str = "en") -> str:
-    """The caption as the band says it in the caption's language: high as it is, medium "Probably …",
-    low "Maybe …" (German "Wahrscheinlich: …", Chinese "大概是：…"; ``languages.py``)."""
-    if band not in BANDS:
-        raise ValueError(f"band must be one of {', '.join(BANDS)}, not {band!r}")
-    return language(lang).hedge(text, band)
-
-
-def out_of_domain_warning(lang: str = "en") -> str:
-    """The plain warning shown (and spoken) above a caption of a picture unlike the training photos, in
-    the caption's language."""
-    return language(lang).out_of_domain_warning
-
-
-def say(text: str, assessment: "Assessment", lang: str = "en") -> str:
-    """The sentence to show or speak: the hedged caption, after the warning when out of domain."""
-    hedged = hedge(text, assessment.band, lang)
-    if not assessment.in_domain:
-        return f"{out_of_domain_warning(lang)} {hedged}"
-    return hedged
 
 
 # ------------------------------------------------------------------------------------------ signals

@@ -1,5 +1,6 @@
 """Caption languages: one registry maps a code ("en", "de", "zh", "fr", "es") to how that language's
-captions are cut into tokens for the model, written back as a sentence, hedged, warned about and spoken.
+captions are cut into tokens for the model, written back as people write them, and the words they are
+hedged, warned about and spoken with (``sentence.py`` assembles what a person hears from them).
 
 A model folder's ``config.json`` names its language (``TrainConfig.lang``); training cleans the
 captions with ``Language.tokens`` and serving writes the decoder's tokens back with
@@ -124,10 +125,6 @@ class Language:
         if self.capitalise and len(text[:1].upper()) == 1:  # "ß".upper() is "SS": leave such a letter be
             text = text[:1].upper() + text[1:]
         return text + self.full_stop
-
-    def hedge(self, text: str, band: str) -> str:
-        """The caption in its confidence band's words."""
-        return self.hedges[band].format(text=text) if text else text
 
 
 def truecase_table(raw_captions: Iterable[str], language: Language) -> dict[str, str]:

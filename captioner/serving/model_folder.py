@@ -118,6 +118,17 @@ def is_ensemble_folder(folder: Path) -> bool:
     return (Path(folder) / ENSEMBLE_FILE).is_file()
 
 
+def folder_has_attention(folder: Path) -> bool:
+    """True for a single attention decoder, read from its config without loading it (what
+    ``Captioner.has_attention`` says once loaded); False for anything unreadable, which loading reports."""
+    from .decoders import family
+
+    try:
+        return not is_ensemble_folder(folder) and family(read_config(folder).decoder).has_attention
+    except (CheckpointError, ValueError):
+        return False
+
+
 def available_models(root: Path | None = None) -> list[Path]:
     """Model folders under ``root`` (default ``models_root()``), the default first."""
     root = Path(root) if root else models_root()
