@@ -54,7 +54,7 @@ def test_jsonl_output_records_errors_and_resumes(photo_tree, tmp_path):
     assert (summary.captioned, summary.failed, summary.skipped) == (3, 1, 0)
     assert fake.calls == [2, 2]  # batched
     lines = [json.loads(line) for line in out.read_text().splitlines()]
-    assert {line["image"].split("/")[-1]: line.get("caption") for line in lines}["c.JPG"] == "a picture 40 wide"
+    assert {line["image"].split("/")[-1]: line.get("caption") for line in lines}["c.JPG"] == "A picture 40 wide."
     assert [line for line in lines if "error" in line][0]["image"].endswith("broken.jpg")
     # an interrupted run leaves half a line: a rerun redoes only what is missing
     out.write_text("\n".join(out.read_text().splitlines()[:2]) + '\n{"image": "half')

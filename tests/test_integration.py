@@ -78,11 +78,11 @@ def test_cli_json_reports_bad_files_and_still_captions_the_rest(tmp_path, model)
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
-    honest = {"confidence", "band", "in_domain", "reason"}  # the folder's calibration (issue: honest captions)
+    honest = {"confidence", "band", "in_domain", "reason"}  # the folder's calibration
     assert [set(line) for line in lines] == [{"image", "caption", "lang", "model_caption", "score"} | honest,
                                              {"image", "error"}, {"image", "error"}]
-    from captioner.serving.sentence import out_of_domain_warning
     from captioner.serving.model_folder import model_language
+    from captioner.serving.sentence import hedge, join, out_of_domain_warning
 
     lang = model_language(ROOT / "models" / model)
     assert lines[0]["lang"] == lang
@@ -90,7 +90,7 @@ def test_cli_json_reports_bad_files_and_still_captions_the_rest(tmp_path, model)
     assert 0.0 <= lines[0]["confidence"] <= 1.0 and lines[0]["band"] in ("high", "medium", "low")
     assert lines[0]["in_domain"] is False and "unlike the photos" in lines[0]["reason"]  # a close-up of a cat
     assert lines[0]["caption"].startswith(out_of_domain_warning(lang))  # in the caption's language
-    assert lines[0]["caption"].endswith(lines[0]["model_caption"])
+    assert lines[0]["caption"] == join([out_of_domain_warning(lang), hedge(lines[0]["model_caption"], "low", lang)], lang)
     assert "broken.jpg" in lines[1]["error"] and "missing.png: file not found" in lines[2]["error"]
 
 
