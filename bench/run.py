@@ -1,4 +1,5 @@
-"""Speed benchmarks for captioner (issue: compiled inference and batched beam search).
+"""Speed benchmarks for captioner: compiled decoding steps, batched beam search, encoder backends and
+precisions, training epochs, cold start and page load (figures a-k of docs/PERFORMANCE.md).
 
     python bench/run.py                 # all benchmarks, a table of figures and ratios
     python bench/run.py --only a,b,c    # a subset
