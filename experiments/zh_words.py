@@ -1,6 +1,6 @@
 """Chinese per character against per word (jieba segmentation, what the shipped ``merge-zh`` uses): a
-per-character folder (``--chars``) and the same recipe trained on word tokens, both scored on dev (beam 3) twice, on characters and on jieba words, so neither
-tokenisation is favoured by its own metric.
+per-character folder (``--chars``) and the same recipe trained on word tokens, both scored on dev
+(beam 3) twice, on characters and on jieba words, so neither tokenisation is favoured by its own metric.
 
     pip install jieba   # only for this experiment
     python experiments/zh_words.py [--chars runs/merge-zh] [--out runs/merge-zh-words] [--json docs/zh-words.json]
