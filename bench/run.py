@@ -1,4 +1,7 @@
-"""Speed benchmarks for captioner (issue: compiled inference and batched beam search).
+"""Speed benchmarks for captioner: figures a-k of docs/PERFORMANCE.md.
+
+Compiled decoding steps, batched beam search, encoder backends and precisions, training epochs, cold
+start and page load.
 
     python bench/run.py                 # all benchmarks, a table of figures and ratios
     python bench/run.py --only a,b,c    # a subset

@@ -3,7 +3,7 @@ images (never dev), then the default model's dev captions (beam 3) from int8 fea
 features: share of identical captions, BLEU-4 and CIDEr-D of both, feature cosine, and the encoder's
 speed at batch 1 and 8 in the same run.
 
-The bar (issue 17): dev BLEU-4 and CIDEr-D within 0.005 of float32 and at least 90% identical captions.
+The bar: dev BLEU-4 and CIDEr-D within 0.005 of float32 and at least 90% identical captions.
 
     pip install nncf   # only for this experiment (and for building the int8 IR)
     python experiments/int8_encoder.py [--calibration-images 300] [--json docs/int8-encoder.json]

@@ -1,9 +1,8 @@
 """How each language's text is cut into tokens, measured on the data (no training): the choices behind
 ``captioner/serving/languages.py``.
 
-- Chinese: one token per character (what the models use) against jieba's word segmentation (the usual
-  alternative): vocabulary size at the training threshold, how much of dev the vocabulary covers, tokens
-  per caption.
+- Chinese: one token per character against jieba's word segmentation (what the shipped model uses):
+  vocabulary size at the training threshold, how much of dev the vocabulary covers, tokens per caption.
 - German: lower-case tokens with capitals restored for display (what the models use) against keeping the
   written case: vocabulary size and dev coverage, and how often the restored spelling equals the one the
   dev references were written with.

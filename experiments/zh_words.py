@@ -1,9 +1,9 @@
-"""Chinese per character (the shipped ``merge-zh``) against per word (jieba segmentation): the same recipe
-trained on word tokens, both scored on dev (beam 3) twice, on characters and on jieba words, so neither
-tokenisation is favoured by its own metric.
+"""Chinese per character against per word (jieba segmentation, what the shipped ``merge-zh`` uses): a
+per-character folder (``--chars``) and the same recipe trained on word tokens, both scored on dev
+(beam 3) twice, on characters and on jieba words, so neither tokenisation is favoured by its own metric.
 
     pip install jieba   # only for this experiment
-    python experiments/zh_words.py [--chars models/merge-zh] [--out runs/merge-zh-words] [--json docs/zh-words.json]
+    python experiments/zh_words.py [--chars runs/merge-zh] [--out runs/merge-zh-words] [--json docs/zh-words.json]
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=None)
-    parser.add_argument("--chars", type=Path, default=Path("models/merge-zh"), help="the per-character model")
+    parser.add_argument("--chars", type=Path, default=Path("runs/merge-zh"), help="the per-character model folder")
     parser.add_argument("--out", type=Path, default=Path("runs/merge-zh-words"))
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()

@@ -1,4 +1,4 @@
-"""The README's table of caption languages: each language's default model on dev (beam 3) beside a
+"""The table of caption languages in docs/LANGUAGES.md: each language's default model on dev (beam 3) beside a
 constant baseline (that language's most frequent training caption given to every image).
 
 Non-English figures come from each folder's ``metrics.json`` (written by ``python -m captioner card``);

@@ -1,7 +1,7 @@
 """Regenerates docs/RELIABILITY.md: every hostile input and fault tried, with what happened, and the
 load test's figures.
 
-    .venv/bin/python tools/reliability_report.py            # everything (about 5 minutes)
+    .venv/bin/python tools/reliability_report.py            # everything (the browser load test is the slow part)
     .venv/bin/python tools/reliability_report.py --no-load  # skip the 8-browser load test
 """
 from __future__ import annotations
