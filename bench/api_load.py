@@ -15,9 +15,7 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -40,38 +38,6 @@ def dev_images(limit: int) -> list[tuple[str, bytes]]:
     if not paths:  # no dataset here: the bundled photos
         paths = sorted((ROOT / "assets").glob("*.jpg"))[:limit]
     return [(p.name, p.read_bytes()) for p in paths]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(port: int, max_batch: int, model: str | None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "captioner", "serve", "--port", str(port), "--max-batch", str(max_batch)]
-    if model:
-        cmd += ["--model", model]
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-
-
-def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 180) -> float:
-    start = time.perf_counter()
-    while time.perf_counter() - start < timeout:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with status {proc.returncode}")
-        try:
-            with urllib.request.urlopen(base + "/healthz", timeout=2) as r:
-                state = json.loads(r.read())
-            if state["model_state"] == "ready":
-                return time.perf_counter() - start
-            if state["model_state"] == "failed":
-                raise RuntimeError(state.get("error", "the model failed to load"))
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"the server was not ready within {timeout:.0f} s")
 
 
 def post(base: str, name: str, data: bytes) -> tuple[int, float]:
@@ -135,30 +101,22 @@ def main() -> int:
     args = parser.parse_args()
 
     from captioner.pipeline.machine import describe_machine
+    from captioner.testing import api_server
 
     images = dev_images(args.images)
     figures: dict = {"machine": {**describe_machine(), "python": platform.python_version()},
                      "images": len(images), "model": args.model or "default", "runs": []}
     for max_batch in (int(x) for x in args.max_batch.split(",")):
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        proc = start_server(port, max_batch, args.model)
-        try:
-            ready = wait_ready(base, proc)
+        options = ["--max-batch", str(max_batch)] + (["--model", args.model] if args.model else [])
+        with api_server(*options, timeout=180) as server:
+            base = server.url
             post(base, *images[0])  # warm-up: the first call traces the compiled steps
             for clients in (int(x) for x in args.clients.split(",")):
                 drive(base, images, clients, 2 * clients, args.seconds)  # unmeasured: new batch shapes trace once
-                row = {"max_batch": max_batch, "ready_s": round(ready, 1),
+                row = {"max_batch": max_batch, "ready_s": round(server.ready_s, 1),
                        **drive(base, images, clients, args.requests, args.seconds)}
                 figures["runs"].append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
     print(json.dumps(figures, indent=2))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -33,18 +33,18 @@ sys.path.insert(0, str(ROOT))
 
 
 def _timed_writes(module):
-    """Wrap ``module.write_records`` so each written batch is timestamped; returns the list of stamps."""
+    """Wrap ``module.append_records`` so each written batch is timestamped; returns the list of stamps."""
     stamps: list[tuple[float, int]] = []
-    original = module.write_records
+    original = module.append_records
 
-    def write_records(out, batches, **kw):
+    def append_records(out, batches, **kw):
         def stamped():
             for records in batches:
                 yield records
                 stamps.append((time.perf_counter(), len(records)))
         return original(out, stamped(), **kw)
 
-    module.write_records = write_records
+    module.append_records = append_records
     return stamps
 
 

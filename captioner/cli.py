@@ -41,8 +41,8 @@ def _add_decode_args(parser: argparse.ArgumentParser) -> None:
                         help="beam length normalisation exponent (default: the model's tuned value, "
                              f"else {d.length_alpha})")
     parser.add_argument("--block-ngram", type=int, default=d.block_ngram,
-                        help="never repeat one of the caption's own n-grams of this length; 0 = allow "
-                             "(default %(default)s)")
+                        help="never repeat one of the caption's own n-grams of this length (at least 2); "
+                             "0 = allow (default %(default)s)")
     parser.add_argument("--allow-unk", action="store_true",
                         help="let captions contain <unk>, the rare-word token (off by default)")
 
@@ -223,7 +223,7 @@ def decode_config(args, length_alpha: float = DecodeConfig.length_alpha) -> Deco
 def cmd_caption(args) -> int:
     from . import Captioner
     from .serving.batch import caption_paths, caption_to_file, result_record
-    from .serving.writeback import write_records
+    from .serving.writeback import write_back
 
     decode_config(args)  # bad settings are reported before the slow model load
     if args.engine == "ray":
@@ -241,8 +241,8 @@ def cmd_caption(args) -> int:
     failed = 0
     for paths, results in caption_paths(captioner, args.images, decode, args.batch_size):
         if args.write:
-            failed += _report_writes(write_records([result_record(p, r) for p, r in zip(paths, results)], args.write,
-                                                   _write_options(args)), sys.stderr)
+            failed += _report_writes(write_back([result_record(p, r) for p, r in zip(paths, results)], args.write,
+                                                _write_options(args)), sys.stderr)
         for path, result in zip(paths, results):
             failed += not result.ok
             if args.json:

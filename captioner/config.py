@@ -94,7 +94,7 @@ class DecodeConfig:
     n_best: int = 1  # how many captions to return per image
     max_words: int = 30  # hard cap on generated words
     length_alpha: float = 0.7  # length normalisation: score = log p / len ** alpha (0 = none)
-    block_ngram: int = 3  # never repeat one of the caption's own n-grams ("a man in a man in"); 0 = allow
+    block_ngram: int = 3  # never repeat one of the caption's own n-grams ("a man in a man in"); 0 = allow, else >= 2
     allow_unk: bool = False  # let captions contain <unk> (the rare-word token); off for people, on for diagnostics
 
     def validate(self) -> None:
@@ -102,10 +102,16 @@ class DecodeConfig:
             raise ValueError(f"beam width must be between 1 and 20, not {self.beam_width}")
         if not 1 <= self.n_best <= self.beam_width:
             raise ValueError(f"n_best must be between 1 and the beam width ({self.beam_width}), not {self.n_best}")
-        if self.block_ngram < 0:
-            raise ValueError(f"block_ngram must be 0 (off) or at least 2, not {self.block_ngram}")
+        check_block_ngram(self.block_ngram)
         if not 1 <= self.max_words <= 100:
             raise ValueError(f"max_words must be between 1 and 100, not {self.max_words}")
+
+
+def check_block_ngram(n: int) -> None:
+    """ValueError unless ``n`` is 0 (no blocking) or at least 2. 1 is refused rather than read as "off":
+    blocking repeated 1-grams would forbid any word twice ("a dog chases a ball"), which nobody wants."""
+    if n < 0 or n == 1:
+        raise ValueError(f"block_ngram must be 0 (off) or at least 2, not {n}")
 
 
 def save_json(data: dict[str, Any], path: Path) -> None:
@@ -130,4 +136,4 @@ def field_help() -> dict[str, str]:
     return helps
 
 
-__all__ = ["TrainConfig", "DecodeConfig", "save_json", "field_help", "IMAGE_SIZE", "FEATURE_DIM", "GRID_SIZE"]
+__all__ = ["TrainConfig", "DecodeConfig", "check_block_ngram", "save_json", "field_help", "IMAGE_SIZE", "FEATURE_DIM", "GRID_SIZE"]

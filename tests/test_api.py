@@ -1,13 +1,9 @@
-"""The local HTTP API (captioner/serving/api.py): every route and error in-process with TestClient, then a
+"""The local HTTP API (captioner/serving/api/): every route and error in-process with TestClient, then a
 real `python -m captioner serve` process on a loopback port with concurrent clients and hostile uploads."""
 from __future__ import annotations
 
 import io
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -16,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import ASSETS, ROOT
+from conftest import ASSETS
 
 pytestmark = pytest.mark.usefixtures("xception_weights")
 
@@ -121,6 +117,7 @@ def test_a_single_unreadable_image_is_422_with_the_cli_message(client, captioner
     ("beam_width=0", "beam width must be between 1 and 20"),
     ("beam_width=2&n_best=3", "n_best must be between 1 and the beam width"),
     ("block_ngram=-1", "block_ngram must be 0"),
+    ("block_ngram=1", "block_ngram must be 0 (off) or at least 2, not 1"),
     ("beam_width=wide", "beam_width"),
     ("max_words=0", "max_words"),
 ])
@@ -197,10 +194,95 @@ def test_models_health_and_docs(client):
     assert [m["name"] for m in models["models"] if m["loaded"]] == ["merge-ensemble"]
 
     health = client.get("/healthz").json()
-    assert health["status"] == "ok" and health["model_state"] == "ready"
+    assert health["status"] == "ok" and health["model_state"] == "ready" and "error" not in health
     assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()
     assert {"/v1/captions", "/v1/speech", "/v1/models", "/healthz"} <= set(spec["paths"])
+
+
+def test_block_ngram_1_is_refused_by_the_library(captioner):
+    from captioner import DecodeConfig
+
+    with pytest.raises(ValueError, match=r"block_ngram must be 0 \(off\) or at least 2, not 1"):
+        captioner.caption([_bytes("cat.jpg")], DecodeConfig(block_ngram=1))
+
+
+def test_the_openapi_schema_describes_a_caption_record(client):
+    """/docs shows what a result holds: every field of records.CaptionRecord, in order, each described."""
+    from dataclasses import fields
+
+    from captioner.serving.records import CaptionRecord
+
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    answer = spec["paths"]["/v1/captions"]["post"]["responses"]
+    assert answer["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/CaptionResults"}
+    assert schemas["CaptionResults"]["properties"]["results"]["items"] == {"$ref": "#/components/schemas/CaptionRecord"}
+    record = schemas["CaptionRecord"]
+    assert list(record["properties"]) == [f.name for f in fields(CaptionRecord)] == [
+        "image", "caption", "lang", "confidence", "band", "in_domain", "reason", "model_caption", "score",
+        "alternatives", "error"]
+    assert record["required"] == ["image"]  # every other field may be absent from a record
+    assert all(len(p["description"]) > 20 and "default" not in p for p in record["properties"].values())
+    assert "shown and spoken" in record["properties"]["caption"]["description"]
+    assert record["properties"]["band"]["enum"] == ["high", "medium", "low"]
+    assert record["properties"]["alternatives"]["items"] == {"$ref": "#/components/schemas/Alternative"}
+    for status in ("413", "415", "422", "503"):
+        assert answer[status]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
+    for path, schema in (("/healthz", "Health"), ("/v1/models", "ModelList")):
+        assert spec["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"] == {
+            "$ref": f"#/components/schemas/{schema}"}
+
+
+class ScriptedCaptioner:
+    """Stands in for a Captioner with results of every shape (uncalibrated, calibrated, out of domain, several
+    captions, non-ASCII text, a failed image), the same for the same names."""
+
+    def __init__(self, checkpoint):
+        self.checkpoint = checkpoint
+
+    def caption(self, images, decode=None, names=None, **keep):
+        from captioner import Caption, CaptionResult
+        from captioner.serving.confidence import Assessment
+
+        shapes = {"plain": None, "sure": Assessment(0.91234, "high", True, None),
+                  "odd": Assessment(0.2, "low", False, "looks like a drawing, not a photo (图)")}
+        results = []
+        for name in names:
+            kind = name.split(".")[0]
+            if kind == "broken":
+                results.append(CaptionResult(name, error=f"{name}: image data is corrupt or truncated"))
+                continue
+            captions = [Caption("ein hund läuft über die wiese", -2.0, -0.123456),
+                        Caption("zwei hunde spielen im schnee", -2.5, -1.5)][:decode.n_best]
+            results.append(CaptionResult(name, captions, assessment=shapes[kind], lang="de"))
+        return results
+
+
+def test_the_answer_is_byte_for_byte_the_records(captioner):
+    """The typed response model changes nothing: the body is the JSON of batch.result_record's dicts, with
+    the same keys present and absent and in the same order."""
+    from fastapi.testclient import TestClient
+
+    from captioner import DecodeConfig
+    from captioner.serving.api import create_app
+    from captioner.serving.batch import result_record
+
+    fake = ScriptedCaptioner(captioner.checkpoint)
+    names = ["plain.jpg", "sure.jpg", "odd.jpg", "broken.jpg"]
+    with TestClient(create_app(lambda: fake)) as c:
+        for query, n_best in (("", 1), ("?beam_width=3&n_best=2", 2)):
+            r = c.post(f"/v1/captions{query}", files=[("images", (n, b"-", "image/jpeg")) for n in names])
+            assert r.status_code == 200, r.text
+            records = [result_record(n, x) for n, x in zip(names, fake.caption([], DecodeConfig(n_best=n_best),
+                                                                               names))]
+            assert r.content == json.dumps({"results": records}, ensure_ascii=False,
+                                           separators=(",", ":")).encode()
+            plain, sure, odd, broken = r.json()["results"]
+            assert not {"confidence", "band", "in_domain", "reason"} & set(plain)
+            assert sure["reason"] is None and odd["in_domain"] is False
+            assert broken == {"image": "broken.jpg", "error": "broken.jpg: image data is corrupt or truncated"}
+            assert ("alternatives" in sure) == (n_best > 1)
 
 
 def test_bugs_are_a_json_500_without_internals(captioner):
@@ -229,7 +311,8 @@ def test_missing_model_is_503_and_health_says_why(tmp_path):
     with TestClient(create_app(tmp_path / "no-such-model", preload=False)) as c:
         r = c.post("/v1/captions", content=_bytes("cat.jpg"), headers={"Content-Type": "image/jpeg"})
         assert r.status_code == 503 and "the model is not available" in r.json()["error"]
-        assert c.get("/healthz").json()["model_state"] == "failed"
+        health = c.get("/healthz").json()
+        assert health["model_state"] == "failed" and "no-such-model" in health["error"]
 
 
 def test_concurrent_requests_are_gathered_into_one_batch(captioner):
@@ -250,12 +333,6 @@ def test_concurrent_requests_are_gathered_into_one_batch(captioner):
 
 # ------------------------------------------------------------------------------------------- a real server
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _post(url: str, data: bytes, content_type: str, timeout: float = 120):
     req = urllib.request.Request(url, data=data, headers={"Content-Type": content_type}, method="POST")
     try:
@@ -267,31 +344,10 @@ def _post(url: str, data: bytes, content_type: str, timeout: float = 120):
 
 @pytest.fixture(scope="module")
 def server():
-    port = _free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "captioner", "serve", "--port", str(port)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode(errors="replace")
-            try:
-                with urllib.request.urlopen(base + "/healthz", timeout=2) as r:
-                    if json.loads(r.read())["model_state"] == "ready":
-                        break
-            except OSError:
-                pass
-            assert time.time() < deadline, "the server did not become ready in 120 s"
-            time.sleep(0.3)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    from captioner.testing import api_server
+
+    with api_server(timeout=120) as running:
+        yield running.url
 
 
 def test_real_server_concurrent_clients_and_hostile_uploads(server, captioner):

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from captioner import Caption, CaptionResult, DecodeConfig
-from captioner.serving.batch import CSV_FIELDS, caption_to_file, done_images, iter_images
+from captioner.serving.batch import CSV_FIELDS, caption_to_file, done_images, iter_images, result_record
 from captioner.serving.images import ImageError, load_image
 
 
@@ -82,3 +82,37 @@ def test_every_decoding_setting_reaches_the_captioner(photo_tree, tmp_path):
     decode = DecodeConfig(beam_width=4, n_best=2, max_words=12, length_alpha=1.3, block_ngram=0, allow_unk=True)
     caption_to_file(captioner, [photo_tree], tmp_path / "out.jsonl", decode, batch_size=2, progress=False)
     assert captioner.decodes and all(d == decode for d in captioner.decodes)
+
+
+def test_records_hold_exactly_their_fields_in_order():
+    """What `caption --json`, .jsonl files and the API write: keys present or absent by what is known."""
+    from pathlib import Path
+
+    from captioner.serving.confidence import Assessment
+
+    plain = result_record("dog.jpg", CaptionResult("dog.jpg", [Caption("a dog runs", -2.0, -0.512345)]))
+    assert list(plain.items()) == [("image", "dog.jpg"), ("caption", "A dog runs."), ("lang", "en"),
+                                   ("model_caption", "a dog runs"), ("score", -0.5123)]
+    two = [Caption("a dog runs", -2.0, -0.512345), Caption("a dog", -2.4, -0.9)]
+    sure = CaptionResult("dog.jpg", two, assessment=Assessment(0.81234, "medium", True, None))
+    record = result_record(Path("photos/dog.jpg"), sure)
+    assert list(record) == ["image", "caption", "lang", "confidence", "band", "in_domain", "reason",
+                            "model_caption", "score", "alternatives"]
+    assert (record["image"], record["caption"], record["confidence"], record["reason"]) == (
+        str(Path("photos/dog.jpg")), sure.sentence, 0.812, None)
+    assert record["alternatives"] == [{"caption": "a dog runs", "score": -0.5123}, {"caption": "a dog", "score": -0.9}]
+    failed = CaptionResult("bad.jpg", error="bad.jpg: file is empty")
+    assert result_record("bad.jpg", failed) == {"image": "bad.jpg", "error": "bad.jpg: file is empty"}
+
+
+def test_the_record_definition_owns_the_csv_columns_and_the_calibration_keys():
+    from dataclasses import fields
+
+    from captioner.serving.confidence import Assessment
+    from captioner.serving.records import CaptionRecord, field_docs
+
+    names = [f.name for f in fields(CaptionRecord)]
+    assert CSV_FIELDS == tuple(n for n in names if n != "alternatives") == (
+        "image", "caption", "lang", "confidence", "band", "in_domain", "reason", "model_caption", "score", "error")
+    assert list(Assessment(0.5, "low", False, "why").to_json()) == names[3:7]
+    assert all(doc.strip() for doc in field_docs().values())

@@ -54,7 +54,7 @@ def test_caption_flag_reaches_the_decoder(recorder, make_image, capsys, flags, f
     assert main(["caption", str(image), "--json", *flags]) == 0
     [decode] = recorder.decodes
     assert getattr(decode, field) == expected
-    assert json.loads(capsys.readouterr().out)["caption"] == "caption 0"
+    assert json.loads(capsys.readouterr().out)["caption"] == "Caption 0."  # the sentence as shown and spoken
 
 
 @pytest.mark.parametrize("flags, field, expected", FLAGS)
@@ -95,3 +95,12 @@ def test_bad_decoding_flag_is_one_clear_line(recorder, make_image, capsys):
     assert main(["caption", str(make_image("a.jpg")), "--beam-width", "0"]) == 2
     assert "beam width must be between 1 and 20" in capsys.readouterr().err
     assert recorder.decodes == []  # refused before any captioning
+
+
+@pytest.mark.parametrize("command", ["caption", "evaluate"])
+def test_block_ngram_1_is_refused_with_a_clear_line(recorder, make_image, capsys, command):
+    """1 would block every repeated word; it is refused, not taken as "off"."""
+    args = [command, str(make_image("a.jpg"))] if command == "caption" else [command]
+    assert main([*args, "--block-ngram", "1"]) == 2
+    assert "block_ngram must be 0 (off) or at least 2, not 1" in capsys.readouterr().err
+    assert recorder.decodes == []

@@ -204,6 +204,22 @@ def test_blocking_stops_the_loop_in_greedy_and_beam():
     assert one.ids == greedy.ids and one.log_prob == pytest.approx(greedy.log_prob)
 
 
+@pytest.mark.parametrize("n", [1, -1])
+def test_block_ngram_1_or_negative_is_refused_everywhere(n):
+    """0 is off and 2 or more blocks: 1 (and below 0) is a clear error, never a silent "off"."""
+    from captioner import DecodeConfig
+
+    message = rf"block_ngram must be 0 \(off\) or at least 2, not {n}"
+    with pytest.raises(ValueError, match=message):
+        DecodeConfig(block_ngram=n).validate()
+    with pytest.raises(ValueError, match=message):
+        greedy_decode(LoopingModel(), np.zeros((1, 1)), START, END, max_words=9, block_ngram=n)
+    with pytest.raises(ValueError, match=message):
+        beam_search(LoopingModel(), np.zeros(1), START, END, beam_width=3, max_words=9, block_ngram=n)
+    DecodeConfig(block_ngram=0).validate()
+    DecodeConfig(block_ngram=2).validate()
+
+
 def test_suppressed_words_are_never_generated():
     from captioner.serving.decoding import SuppressWords
 

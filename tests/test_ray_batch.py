@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 
 from captioner.cli import main
 from captioner.serving.batch import caption_to_file
+from captioner.testing import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "assets"
@@ -46,13 +46,6 @@ def test_local_engine_never_imports_ray(tmp_path):
 
 # --- a real cluster (skipped when Ray is not installed) -------------------------------------------------
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """A head node and one worker node, one CPU each, as separate `ray start` processes on loopback."""
@@ -61,7 +54,7 @@ def cluster(tmp_path_factory):
     temp = tmp_path_factory.mktemp("ray")
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("RAY_ADDRESS", None)
-    port = _free_port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     common = ["--num-cpus=1", "--object-store-memory=150000000", "--disable-usage-stats"]
     try:

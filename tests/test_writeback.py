@@ -356,7 +356,7 @@ def test_caption_write_with_a_fake_model(monkeypatch, tmp_path, capsys):
     a, b = photo(tmp_path, "a.jpg"), photo(tmp_path, "b.png", 1, format="PNG")
     assert main(["caption", str(a), "--write", "exif", "--no-backup"]) == 0
     with Image.open(a) as im:
-        assert im.getexif()[0x010E] == "Caption 0."
+        assert im.getexif()[0x010E] == "Caption 0."  # the sentence as shown and spoken
     assert not (tmp_path / "a.jpg.bak").exists()
     assert main(["caption", str(b), "--out", str(tmp_path / "c.jsonl"), "--write", "xmp"]) == 0
     assert xmp_read((tmp_path / "b.png.xmp").read_bytes())["description"] == "Caption 0."

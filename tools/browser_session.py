@@ -2,13 +2,9 @@
 upload, caption, speak. Used by test_browser.py, test_load.py and reliability_report.py."""
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,44 +12,26 @@ ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def streamlit_server(log_name: str = "streamlit.log", start_timeout: float = 120.0):
     """Run ``streamlit run app.py`` on a free loopback port; yields (url, log path)."""
+    from captioner.testing import ServerError, free_port, running_server
+
     ARTIFACTS.mkdir(exist_ok=True)
     log_path = ARTIFACTS / log_name
     port = free_port()
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                                 "--server.address", "127.0.0.1", "--server.headless", "true",
-                                 "--browser.gatherUsageStats", "false",
-                                 # no source watching: a served page never reloads, and watching the whole
-                                 # checkout can overflow inotify while tests write files (the server then spins)
-                                 "--server.fileWatcherType", "none"], cwd=ROOT, stdout=log,
-                                stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.time() + start_timeout
-            while True:
-                try:
-                    if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                        break
-                except OSError:
-                    if time.time() > deadline or proc.poll() is not None:
-                        raise RuntimeError(f"streamlit did not start (see {log_path})")
-                    time.sleep(0.5)
-            yield url, log_path
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+               "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+               # no source watching: a served page never reloads, and watching the whole checkout can
+               # overflow inotify while tests write files (the server then spins)
+               "--server.fileWatcherType", "none"]
+    try:
+        server = running_server(command, f"http://127.0.0.1:{port}", "/_stcore/health", lambda body: body == b"ok",
+                                start_timeout, log_path, {"TF_CPP_MIN_LOG_LEVEL": "2"}, cwd=ROOT, poll_s=0.5)
+        with server as running:
+            yield running.url, log_path
+    except ServerError as err:
+        raise RuntimeError(f"streamlit did not start (see {log_path}): {str(err).splitlines()[0]}") from err
 
 
 def new_browser():

@@ -27,7 +27,7 @@ def run_facts(dataset, held_out: list[str] | tuple[str, ...] = ()) -> dict:
     return {"data": dataset.facts(held_out), "machine": describe_machine()}
 
 
-def language(code: str | None) -> str:
+def language_name(code: str | None) -> str:
     """``"de"`` -> ``"German"`` (from the caption languages' registry; the code itself when unknown)."""
     from ..serving.languages import LANGUAGES
 
@@ -224,7 +224,7 @@ def _dataset_lines(data: dict | None, folder: Path) -> list[str]:
                 f"models/{folder.name} --data DATA` re-evaluates and records it).",
                 "- `DATA` in the commands below is the dataset folder (`--data DATA`, or set `CAPTIONER_DATA`)."]
     splits = "; ".join(f"{split} {_count(size)}" for split, size in _ordered_splits(data))
-    return [f"- Dataset: **{data['name']}**, captions in {language(data.get('lang'))} (`{data.get('lang')}`): "
+    return [f"- Dataset: **{data['name']}**, captions in {language_name(data.get('lang'))} (`{data.get('lang')}`): "
             f"{_count(data)}" + (f" (splits: {splits})" if splits else "") + ".",
             f"- `DATA` in the commands below is the {data['name']} folder (`--data DATA`, or set `CAPTIONER_DATA`)."]
 
@@ -270,7 +270,7 @@ def _measured_on(machine: dict | None) -> str:
 
 def _limits(data: dict | None, train_images: int | None) -> str:
     images = f"{train_images:,} " if train_images else ""
-    what = (f"{images}{data['name']} images with {language(data.get('lang'))} captions" if data else
+    what = (f"{images}{data['name']} images with {language_name(data.get('lang'))} captions" if data else
             f"{images}images of a dataset its files do not record")
     return f"""## Limits
 Trained on {what}:

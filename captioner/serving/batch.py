@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from ..config import DecodeConfig
+from .records import CSV_FIELDS, CaptionRecord
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif",
                   ".svg"}  # SVG is picked up so that each one gets its "not supported" line
-CSV_FIELDS = ("image", "caption", "lang", "confidence", "band", "in_domain", "reason", "model_caption", "score",
-              "error")
 
 
 @dataclass
@@ -48,24 +47,9 @@ def iter_images(inputs: Iterable[Path]) -> Iterator[Path]:
 
 
 def result_record(path: Path, result) -> dict:
-    """The JSON object for one image: what ``caption --json`` prints and ``--out`` files hold.
-
-    ``"caption"`` is the sentence as the page shows and speaks it (hedged by its band, after the
-    out-of-domain warning), ``"model_caption"`` the decoder's own words, ``"score"`` their ranking score;
-    with a calibrated model also ``"confidence"`` (0-1), ``"band"`` (high / medium / low),
-    ``"in_domain"`` and ``"reason"`` (why the picture was flagged, else null); ``"lang"``, the captions'
-    language; ``"alternatives"`` when several captions were asked for. An image that failed:
-    ``{"image", "error"}``.
-    """
-    if not result.ok:
-        return {"image": str(path), "error": result.error}
-    record = {"image": str(path), "caption": result.sentence, "lang": result.lang}
-    if result.assessment is not None:
-        record.update(result.assessment.to_json())
-    record.update({"model_caption": result.text, "score": round(result.captions[0].score, 4)})
-    if len(result.captions) > 1:
-        record["alternatives"] = [{"caption": c.text, "score": round(c.score, 4)} for c in result.captions]
-    return record
+    """The JSON object for one image: what ``caption --json`` prints, ``--out`` files hold and the API answers.
+    Its fields and what they mean: ``records.CaptionRecord``. An image that failed: ``{"image", "error"}``."""
+    return CaptionRecord.from_result(path, result).to_json()
 
 
 def caption_paths(captioner, inputs: Iterable[Path], decode: DecodeConfig | None = None, batch_size: int = 16,
@@ -119,10 +103,10 @@ def caption_to_file(captioner, inputs: Iterable[Path], out: Path, decode: Decode
     skipped = sum(1 for p in iter_images(inputs) if str(p) in done)
     batches = ([result_record(path, result) for path, result in zip(chunk, results)]
                for chunk, results in caption_paths(captioner, inputs, decode, batch_size, done))
-    return write_records(out, batches, total=total, skipped=skipped, progress=progress)
+    return append_records(out, batches, total=total, skipped=skipped, progress=progress)
 
 
-def write_records(out: Path, batches: Iterable[list[dict]], total: int | None = None, skipped: int = 0,
+def append_records(out: Path, batches: Iterable[list[dict]], total: int | None = None, skipped: int = 0,
                   progress: bool = True) -> BatchSummary:
     """Append each batch of ``result_record`` objects to ``out`` (.jsonl or .csv; a header for a new CSV),
     flushing after every batch, and count them: a record with an ``"error"`` is a failure.

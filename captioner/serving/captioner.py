@@ -61,7 +61,7 @@ class CaptionResult:
 
     @property
     def text(self) -> str:
-        """The best caption, as the decoder wrote it."""
+        """The best caption as its language writes it (``Caption.text``), not the decoder's raw tokens."""
         return self.captions[0].text if self.captions else ""
 
     @property

@@ -20,6 +20,8 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from ..config import check_block_ngram
+
 State = tuple  # of np.ndarray, each (B, ...)
 
 
@@ -76,8 +78,10 @@ def repeated_ngram_words(ids: Sequence[int], n: int) -> list[int]:
 
 
 def block_repeats(log_probs: np.ndarray, hypotheses: Sequence[Sequence[int]], n: int) -> np.ndarray:
-    """``log_probs`` (B, V) with each row's repeat-making words set to -inf (a copy when anything changes)."""
+    """``log_probs`` (B, V) with each row's repeat-making words set to -inf (a copy when anything changes);
+    ``n`` 0 blocks nothing, and ``n`` 1 or below 0 is a ValueError (``check_block_ngram``)."""
     if n < 2:
+        check_block_ngram(n)
         return log_probs
     blocked = None
     for row, ids in enumerate(hypotheses):

@@ -3,7 +3,7 @@
 The driver (this process) walks the inputs, drops images already in the output file (``batch.done_images``,
 so a rerun resumes), and hands the rest to Ray Data as a dataset of paths. A pool of actors, each holding one
 ``Captioner`` loaded once, captions them in batches with the same ``DecodeConfig`` and returns each image's
-``batch.result_record`` as a JSON string. Only the driver writes, through ``batch.write_records`` (the writer
+``batch.result_record`` as a JSON string. Only the driver writes, through ``batch.append_records`` (the writer
 the single-process path uses), flushing after every batch, so the file has the same fields and, with
 ``ordered=True`` (the default), the same lines in the same order.
 
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..config import DecodeConfig
-from .batch import BatchSummary, _format, done_images, iter_images, result_record, write_records
+from .batch import BatchSummary, _format, append_records, done_images, iter_images, result_record
 
 INSTALL_HINT = "pip install -r requirements-ray.txt (or pip install 'captioner[ray]')"
 MAX_RESTARTS = 3  # an actor whose process or node dies is restarted this many times ...
@@ -108,7 +108,7 @@ def caption_to_file_ray(model_dir: str | Path | None, inputs: Iterable[Path], ou
     todo = [p for p in paths if p not in done]
     skipped = len(paths) - len(todo)
     if not todo:
-        return write_records(out, [], total=len(paths), skipped=skipped, progress=progress)
+        return append_records(out, [], total=len(paths), skipped=skipped, progress=progress)
 
     started = False
     if not ray.is_initialized():
@@ -136,7 +136,7 @@ def caption_to_file_ray(model_dir: str | Path | None, inputs: Iterable[Path], ou
                 max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES)
         batches = ([json.loads(r) for r in batch["record"]]
                    for batch in captioned.iter_batches(batch_size=batch_size, batch_format="numpy"))
-        return write_records(out, batches, total=len(paths), skipped=skipped, progress=progress)
+        return append_records(out, batches, total=len(paths), skipped=skipped, progress=progress)
     finally:
         if started:
             ray.shutdown()

@@ -740,8 +740,9 @@ def write(target: str, captions: dict[Path, dict], paths: Iterable[Path] | None 
         yield WRITERS[target](image, captions.get(_key(image)), options)
 
 
-def write_records(records: Iterable[dict], target: str, options: WriteOptions = WriteOptions()) -> Iterator[WriteResult]:
-    """``caption --write``: write each ``result_record`` as it comes (a failed image is skipped)."""
+def write_back(records: Iterable[dict], target: str, options: WriteOptions = WriteOptions()) -> Iterator[WriteResult]:
+    """``caption --write``: write each ``result_record``'s caption back to its photo (an xmp sidecar or the
+    photo's EXIF) as the records come; a failed image is skipped."""
     if target not in WRITERS:
         raise ValueError(f"caption --write takes {' or '.join(WRITERS)}, not {target!r}")
     for record in records:

@@ -1,0 +1,188 @@
+"""The captioner behind the API: loaded once per process, used by one worker thread that gathers
+concurrent requests into shared ``Captioner.caption`` calls (one encoder batch each)."""
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Union
+
+from ...config import DecodeConfig
+from .errors import APIError
+
+if TYPE_CHECKING:
+    from ..captioner import Captioner
+
+log = logging.getLogger("captioner.api")
+
+DEFAULT_MAX_BATCH = 16  # images per encoder batch when requests are gathered (1 = one request per call)
+BATCH_WINDOW_S = 0.005  # how long the worker waits for more requests before starting a batch
+
+ModelSource = Union["Captioner", Callable[[], "Captioner"], str, Path, None]
+
+
+@dataclass
+class _Job:
+    images: list[bytes]
+    names: list[str]
+    decode: DecodeConfig
+    future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
+
+
+class CaptionService:
+    """One captioner per process: loaded once under a lock, used by one worker thread that gathers
+    concurrent requests into shared ``Captioner.caption`` calls."""
+
+    def __init__(self, model: ModelSource = None, weights: str | Path | None = None,
+                 max_batch: int = DEFAULT_MAX_BATCH, window_s: float = BATCH_WINDOW_S):
+        from ..captioner import Captioner
+
+        self._captioner = model if isinstance(model, Captioner) else None
+        if self._captioner is not None:
+            self._loader = lambda: model
+        elif callable(model):
+            self._loader = model
+        else:
+            self._loader = lambda: Captioner.load(model, weights)
+        self.model_dir = Path(model) if isinstance(model, (str, Path)) else None
+        self.max_batch = max(1, int(max_batch))
+        self.window_s = window_s
+        self.load_error: str | None = None
+        self._load_lock = threading.Lock()
+        self.model_lock = threading.Lock()  # every model call holds it
+        self._queue: collections.deque[_Job] = collections.deque()
+        self._cond = threading.Condition()
+        self._worker: threading.Thread | None = None
+        self._stopping = False
+        self.calls = 0  # Captioner.caption calls made (each one encoder batch)
+        self.images_done = 0
+
+    # -- loading
+    @property
+    def loaded(self) -> bool:
+        """True once the captioner is loaded."""
+        return self._captioner is not None
+
+    def load(self):
+        """The captioner, loading it on first use (once, whoever asks first); APIError 503 if it cannot load."""
+        if self._captioner is not None:
+            return self._captioner
+        with self._load_lock:
+            if self._captioner is None:
+                from ..model_folder import CheckpointError
+                from ..weights import WeightsError
+
+                try:
+                    self._captioner = self._loader()
+                    self.load_error = None
+                except (CheckpointError, WeightsError, OSError, ValueError) as err:
+                    self.load_error = str(err)
+                    log.error("model failed to load: %s", err)
+                    raise APIError(503, f"the model is not available: {err}") from err
+        return self._captioner
+
+    def load_quietly(self) -> None:
+        """Load in the background at start-up: a failure is only recorded (``/healthz`` and each request
+        report it), and its traceback logged when it is a bug."""
+        try:
+            start = time.perf_counter()
+            self.load()
+            log.info("model %s loaded in %.1f s", self.model_name, time.perf_counter() - start)
+        except APIError:
+            pass  # recorded in self.load_error
+        except Exception:  # noqa: BLE001
+            log.exception("model failed to load")
+            self.load_error = "the model failed to load (the server log has the details)"
+
+    @property
+    def model_name(self) -> str | None:
+        """The loaded model's folder name (before loading: the folder asked for, if any)."""
+        if self._captioner is not None:
+            return Path(self._captioner.checkpoint.folder).name
+        return self.model_dir.name if self.model_dir else None
+
+    @property
+    def state(self) -> str:
+        """ready, loading or failed."""
+        return "ready" if self.loaded else ("failed" if self.load_error else "loading")
+
+    # -- captioning
+    def submit(self, images: list[bytes], names: list[str], decode: DecodeConfig) -> concurrent.futures.Future:
+        """Queue one request's images; the future's result is their CaptionResults, in order."""
+        job = _Job(images, names, decode)
+        with self._cond:
+            if self._worker is None or not self._worker.is_alive():
+                self._stopping = False
+                self._worker = threading.Thread(target=self._run, name="captioner-worker", daemon=True)
+                self._worker.start()
+            self._queue.append(job)
+            self._cond.notify()
+        return job.future
+
+    @property
+    def pending(self) -> int:
+        """Requests waiting for the worker."""
+        return len(self._queue)
+
+    def stop(self) -> None:
+        """Finish the queued requests and stop the worker."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout=30)
+
+    def _take(self) -> list[_Job] | None:
+        """The next batch: the oldest job, plus jobs with the same settings that arrive within the window,
+        up to ``max_batch`` images."""
+        with self._cond:
+            while not self._queue and not self._stopping:
+                self._cond.wait()
+            if self._stopping and not self._queue:
+                return None
+            first = self._queue.popleft()
+            batch, count = [first], len(first.images)
+            deadline = time.monotonic() + self.window_s
+            while count < self.max_batch:
+                same = next((j for j in self._queue if j.decode == first.decode
+                             and count + len(j.images) <= self.max_batch), None)
+                if same is not None:
+                    self._queue.remove(same)
+                    batch.append(same)
+                    count += len(same.images)
+                    continue
+                left = deadline - time.monotonic()
+                if left <= 0 or self._stopping:
+                    break
+                self._cond.wait(left)
+            return batch
+
+    def _run(self) -> None:
+        """The worker: one ``Captioner.caption`` call per batch, its results handed back per request."""
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            live = [j for j in batch if j.future.set_running_or_notify_cancel()]
+            if not live:
+                continue
+            try:
+                captioner = self.load()
+                images = [img for j in live for img in j.images]
+                names = [n for j in live for n in j.names]
+                with self.model_lock:
+                    results = captioner.caption(images, live[0].decode, names=names)
+                self.calls += 1
+                self.images_done += len(images)
+            except BaseException as err:  # noqa: BLE001 - handed to each waiting request
+                for j in live:
+                    j.future.set_exception(err)
+                continue
+            start = 0
+            for j in live:
+                j.future.set_result(results[start:start + len(j.images)])
+                start += len(j.images)
