@@ -385,6 +385,33 @@ def test_alt_in_a_page_that_is_not_utf8_keeps_its_bytes(tmp_path):
     assert img.get("alt") == "Un café."
 
 
+def test_alt_follows_a_declared_charset_even_when_the_bytes_are_ascii(tmp_path):
+    """Catches UTF-8 bytes written into a page that declares another charset (its ASCII bytes also decode
+    as UTF-8, so only the declaration tells): the caption goes in as character references."""
+    image = photo(tmp_path, "a.jpg")
+    page = tmp_path / "old.html"
+    raw = b'<html><head><meta http-equiv="Content-Type" content="text/html; charset=windows-1252"></head>' \
+          b'<img src="a.jpg"></html>'
+    page.write_bytes(raw)
+    assert wb.write_alt(page, {wb._key(image): record(image, "Un café.")}).status == "written"
+    assert page.read_bytes() == raw.replace(b'"a.jpg">', b'"a.jpg" alt="Un caf&#233;.">')
+
+
+def test_markdown_alt_in_a_page_that_is_not_utf8_goes_in_as_references(tmp_path):
+    """Catches raw UTF-8 put into a Latin-1 Markdown page: the alt text is ASCII with references, every
+    other byte kept."""
+    image = photo(tmp_path, "a.jpg")
+    page = tmp_path / "notes.md"
+    raw = "Caf\xe9 photo: ![](a.jpg)\n".encode("latin-1")
+    page.write_bytes(raw)
+    assert wb.write_alt(page, {wb._key(image): record(image, "Un café.")}).status == "written"
+    assert page.read_bytes() == raw.replace(b"![](a.jpg)", b"![Un caf&#233;.](a.jpg)")
+    utf8_page = tmp_path / "notes-utf8.md"
+    utf8_page.write_text("![](a.jpg)\n", encoding="utf-8")
+    wb.write_alt(utf8_page, {wb._key(image): record(image, "Un café.")})
+    assert utf8_page.read_text(encoding="utf-8") == "![Un café.](a.jpg)\n"  # a UTF-8 page takes the letters
+
+
 def test_exif_through_a_symbolic_link_updates_the_photo_and_keeps_the_link(tmp_path):
     real = photo(tmp_path, "real.jpg")
     link = tmp_path / "link.jpg"

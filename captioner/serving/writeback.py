@@ -671,9 +671,27 @@ def alt_edits(text: str, page: Path, captions: dict[Path, dict], force: bool = F
                 continue
             if (found := caption_for(m.group("dest"))) is None:
                 continue
-            edits.append((m.start("alt"), m.end("alt"), _md_escape(found[0])))
+            value = _md_escape(found[0])
+            if ascii_only:  # Markdown reads character references in alt text as HTML does
+                value = value.encode("ascii", "xmlcharrefreplace").decode("ascii")
+            edits.append((m.start("alt"), m.end("alt"), value))
             counts["filled"] += 1
     return sorted(edits), counts
+
+
+_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.I)
+
+
+def page_is_utf8(raw: bytes) -> bool:
+    """True when a page may take UTF-8 text: it decodes as UTF-8 and declares no other charset (a
+    ``<meta charset>`` in its first 1024 bytes, HTML's own rule). Otherwise captions go in as ASCII with
+    character references, which every ASCII-compatible charset reads the same."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    declared = _CHARSET.search(raw[:1024])
+    return declared is None or declared.group(1).decode("ascii").lower().replace("_", "-") in ("utf-8", "utf8")
 
 
 def write_alt(page: Path, captions: dict[Path, dict], options: WriteOptions = WriteOptions()) -> WriteResult:
@@ -686,11 +704,7 @@ def write_alt(page: Path, captions: dict[Path, dict], options: WriteOptions = Wr
         _check_writable(page)
         raw = page.read_bytes()
         text = raw.decode("utf-8", "surrogateescape")  # bytes that are not UTF-8 come back unchanged
-        try:
-            raw.decode("utf-8")
-            utf8 = True
-        except UnicodeDecodeError:
-            utf8 = False
+        utf8 = page_is_utf8(raw)
         markdown = page.suffix.lower() in (".md", ".markdown")
         edits, counts = alt_edits(text, page, captions, options.force, markdown, ascii_only=not utf8)
         summary = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
