@@ -54,7 +54,7 @@ def test_jsonl_output_records_errors_and_resumes(photo_tree, tmp_path):
     assert (summary.captioned, summary.failed, summary.skipped) == (3, 1, 0)
     assert fake.calls == [2, 2]  # batched
     lines = [json.loads(line) for line in out.read_text().splitlines()]
-    assert {line["image"].split("/")[-1]: line.get("caption") for line in lines}["c.JPG"] == "a picture 40 wide"
+    assert {line["image"].split("/")[-1]: line.get("caption") for line in lines}["c.JPG"] == "A picture 40 wide."
     assert [line for line in lines if "error" in line][0]["image"].endswith("broken.jpg")
     # an interrupted run leaves half a line: a rerun redoes only what is missing
     out.write_text("\n".join(out.read_text().splitlines()[:2]) + '\n{"image": "half')
@@ -82,3 +82,68 @@ def test_every_decoding_setting_reaches_the_captioner(photo_tree, tmp_path):
     decode = DecodeConfig(beam_width=4, n_best=2, max_words=12, length_alpha=1.3, block_ngram=0, allow_unk=True)
     caption_to_file(captioner, [photo_tree], tmp_path / "out.jsonl", decode, batch_size=2, progress=False)
     assert captioner.decodes and all(d == decode for d in captioner.decodes)
+
+
+# ------------------------------------------------------------------------------------------ resuming exactly
+
+NASTY = ['He said "stop, now", then left', 'two\nlines, "quoted"\r\nand more', 'plain', 'Ünïcödé, 中文 "x"',
+         '"', 'ends with a quote "']
+
+
+class NameCaptioner:
+    """'Captions' each file by its name with awkward text (commas, quotes, newlines), without decoding."""
+
+    def caption(self, images, decode=None, names=None, **keep):
+        results = []
+        for path in images:
+            index = int(path.stem.split("-")[1])
+            if index == 3:
+                results.append(CaptionResult(str(path), error=f'{path}: bad, "really"\nbad'))
+            else:
+                results.append(CaptionResult(str(path), [Caption(NASTY[index], -1.0, -0.5)]))
+        return results
+
+
+def _read(out):
+    if out.suffix == ".csv":
+        return list(csv.DictReader(out.open(encoding="utf-8", newline="")))
+    return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_run_killed_at_any_byte_resumes_exactly(tmp_path, suffix):
+    """A killed run leaves any prefix of the file: cut it at EVERY byte, rerun, and each image is there
+    exactly once with every field intact (a row cut inside a quoted caption is redone, and the next row
+    cannot run into its open quote)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(len(NASTY)):
+        (folder / f"img-{i}.png").write_bytes(b"not decoded by NameCaptioner")
+    full = tmp_path / f"full{suffix}"
+    caption_to_file(NameCaptioner(), [folder], full, batch_size=2, progress=False)
+    whole = full.read_bytes()
+    expected = {r["image"]: r for r in _read(full)}
+    assert len(expected) == len(NASTY) and '"' in whole.decode() and "\n" in expected[str(folder / "img-1.png")]["caption"]
+    out = tmp_path / f"cut{suffix}"
+    for cut in range(len(whole)):
+        out.write_bytes(whole[:cut])
+        done_before = done_images(out)
+        summary = caption_to_file(NameCaptioner(), [folder], out, batch_size=2, progress=False)
+        rows = _read(out)
+        images = [r["image"] for r in rows]
+        assert sorted(images) == sorted(expected), (cut, images)  # every image exactly once
+        assert {r["image"]: r for r in rows} == expected, cut  # and every field as written
+        assert summary.skipped == len(done_before) and summary.captioned + summary.failed == len(NASTY) - len(done_before)
+
+
+def test_csv_resume_keeps_the_files_own_columns_and_refuses_a_foreign_csv(tmp_path, photo_tree):
+    out = tmp_path / "old.csv"
+    out.write_text("image,caption\r\nx.jpg,an older file's row\r\n", encoding="utf-8")
+    caption_to_file(FakeCaptioner(), [photo_tree], out, progress=False)
+    rows = list(csv.reader(out.open(newline="")))
+    assert all(len(row) == 2 for row in rows) and len(rows) == 6  # header, the old row, 4 new ones
+    foreign = tmp_path / "budget.csv"
+    foreign.write_bytes(b"month,amount\r\njan,3\r\n")
+    with pytest.raises(ValueError, match="no 'image' column"):
+        caption_to_file(FakeCaptioner(), [photo_tree], foreign, progress=False)
+    assert foreign.read_bytes() == b"month,amount\r\njan,3\r\n"
