@@ -227,10 +227,11 @@ def test_alt_in_html_round_trip_touches_only_the_img_tags(site):
     assert alts == [("img/a.jpg", 'A dog & a "ball".'), ("img/b%20c.png", "A cat."),
                     ("img/a.jpg", 'A dog & a "ball".'), ("img/a.jpg", "A person's own words"),
                     ("https://example.com/remote.jpg", None), ("img/unknown.jpg", None)]
+    dog, cat = wb._alt_mark('A dog & a "ball".'), wb._alt_mark("A cat.")  # marks: this alt text is ours
     expected = (PAGE.replace('<img src="img/a.jpg">\n  <IMG',
-                             '<img src="img/a.jpg" alt="A dog &amp; a &quot;ball&quot;.">\n  <IMG')
-                .replace("ALT=\"\" width=10/>", 'alt="A cat." width=10/>')
-                .replace('class="wide">', 'class="wide" alt="A dog &amp; a &quot;ball&quot;.">'))
+                             f'<img src="img/a.jpg" alt="A dog &amp; a &quot;ball&quot;." data-captioner-alt="{dog}">\n  <IMG')
+                .replace("ALT=\"\" width=10/>", f'alt="A cat." width=10 data-captioner-alt="{cat}" />')
+                .replace('class="wide">', f'class="wide" alt="A dog &amp; a &quot;ball&quot;." data-captioner-alt="{dog}">'))
     assert page.read_bytes() == expected.replace("\n", "\r\n").encode()  # every other byte as it was
 
 
@@ -356,10 +357,10 @@ def test_caption_write_with_a_fake_model(monkeypatch, tmp_path, capsys):
     a, b = photo(tmp_path, "a.jpg"), photo(tmp_path, "b.png", 1, format="PNG")
     assert main(["caption", str(a), "--write", "exif", "--no-backup"]) == 0
     with Image.open(a) as im:
-        assert im.getexif()[0x010E] == "caption 0"
+        assert im.getexif()[0x010E] == "Caption 0."
     assert not (tmp_path / "a.jpg.bak").exists()
     assert main(["caption", str(b), "--out", str(tmp_path / "c.jsonl"), "--write", "xmp"]) == 0
-    assert xmp_read((tmp_path / "b.png.xmp").read_bytes())["description"] == "caption 0"
+    assert xmp_read((tmp_path / "b.png.xmp").read_bytes())["description"] == "Caption 0."
     assert f"written: {b}.xmp" in capsys.readouterr().err
 
 
@@ -380,7 +381,8 @@ def test_alt_in_a_page_that_is_not_utf8_keeps_its_bytes(tmp_path):
     raw = '<meta charset="iso-8859-1"><p>Caf\xe9</p><img src="a.jpg">'.encode("latin-1")
     page.write_bytes(raw)
     assert wb.write_alt(page, {wb._key(image): record(image, "Un café.")}).status == "written"
-    assert page.read_bytes() == raw.replace(b'"a.jpg">', b'"a.jpg" alt="Un caf&#233;.">')
+    mark = wb._alt_mark("Un café.").encode()
+    assert page.read_bytes() == raw.replace(b'"a.jpg">', b'"a.jpg" alt="Un caf&#233;." data-captioner-alt="' + mark + b'">')
     [img] = lxml_html.fromstring(page.read_bytes().decode("latin-1")).iter("img")
     assert img.get("alt") == "Un café."
 
@@ -389,7 +391,10 @@ def test_exif_through_a_symbolic_link_updates_the_photo_and_keeps_the_link(tmp_p
     real = photo(tmp_path, "real.jpg")
     link = tmp_path / "link.jpg"
     link.symlink_to(real)
-    assert wb.write_exif(link, record(link), wb.WriteOptions(backup=False)).status == "written"
+    before = real.read_bytes()
+    refused = wb.write_exif(link, record(link), wb.WriteOptions(backup=False))  # only when asked for
+    assert refused.status == "failed" and "--follow-links" in refused.reason and real.read_bytes() == before
+    assert wb.write_exif(link, record(link), wb.WriteOptions(backup=False, follow_links=True)).status == "written"
     assert link.is_symlink()
     with Image.open(real) as im:
         assert im.getexif()[0x010E] == "Probably a dog runs on the grass."
