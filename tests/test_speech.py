@@ -2,7 +2,6 @@
 each caption language is spoken by its own voice (checked on the real espeak-ng: audio and phonemes)."""
 from __future__ import annotations
 
-
 import io
 import re
 import threading
