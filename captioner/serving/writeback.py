@@ -144,15 +144,16 @@ def _caption_of(record: dict | None) -> str:
 
 # C0 and C1 controls (tab and newlines too: captions are one line), lone surrogates and the non-characters
 # XML forbids: none of them may reach XMP, EXIF, PNG text or a page.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_NOT_TEXT = re.compile("[\ud800-\udfff\ufffe\uffff]")
 # A BCP 47 language tag's shape: a 2-3 letter language (or i-/x- forms), then subtags of 1-8 letters/digits.
 _LANG_TAG = re.compile(r"^(?:[A-Za-z]{2,3}|[ix])(?:-[A-Za-z0-9]{1,8})*$")
 
 
 def clean_text(text: str) -> str:
-    """``text`` with control characters and XML-forbidden code points turned into spaces, runs of
-    whitespace made one space: what is written into any file."""
-    return " ".join(_CONTROL.sub(" ", text).split())
+    """``text`` with control characters turned into spaces and the code points XML forbids (lone
+    surrogates, U+FFFE, U+FFFF) left out, runs of whitespace made one space: what is written into any file."""
+    return " ".join(_CONTROL.sub(" ", _NOT_TEXT.sub("", text)).split())
 
 
 def _clean_record(record: dict | None) -> dict | None:
