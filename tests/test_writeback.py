@@ -522,20 +522,22 @@ def test_a_persons_description_anywhere_in_the_photo_protects_it_from_every_targ
     iptc_photo = _jpeg_with_iptc_caption(tmp_path / "iptc.jpg", "Grandpa at the harbour")
     xmp_photo = tmp_path / "xmp.png"
     Image.fromarray(pixels(exif_photo)).save(xmp_photo, pnginfo=_png_info("XML:com.adobe.xmp", HUMAN_SIDECAR))
+    text_photo = tmp_path / "text.png"
+    Image.fromarray(pixels(exif_photo)).save(text_photo, pnginfo=_png_info("Description", "Mum in 1970"))
     with Image.open(iptc_photo) as im:  # Pillow reads the IPTC caption we built
         from PIL import IptcImagePlugin
         assert IptcImagePlugin.getiptcinfo(im)[(2, 120)] == b"Grandpa at the harbour"
     page = tmp_path / "page.html"
-    page.write_text('<img src="exif.jpg"><img src="iptc.jpg"><img src="xmp.png">')
-    caps = {wb._key(p): record(p) for p in (exif_photo, iptc_photo, xmp_photo)}
-    for p in (exif_photo, iptc_photo, xmp_photo):
+    page.write_text('<img src="exif.jpg"><img src="iptc.jpg"><img src="xmp.png"><img src="text.png">')
+    caps = {wb._key(p): record(p) for p in (exif_photo, iptc_photo, xmp_photo, text_photo)}
+    for p in (exif_photo, iptc_photo, xmp_photo, text_photo):
         before = p.read_bytes()
         for writer in (wb.write_xmp, wb.write_exif):
             result = writer(p, record(p))
             assert result.status == "skipped" and "a person wrote" in result.reason, (p, writer, result)
         assert p.read_bytes() == before and not sidecar_exists(p)
     result = wb.write_alt(page, caps)
-    assert result.status == "skipped" and "3 described by a person in the photo" in result.reason
+    assert result.status == "skipped" and "4 described by a person in the photo" in result.reason
     assert wb.write_xmp(iptc_photo, record(iptc_photo), wb.WriteOptions(force=True)).status == "written"
     assert wb.write_alt(page, caps, wb.WriteOptions(force=True)).status == "written"
 

@@ -444,7 +444,7 @@ def write_xmp(image: Path, record: dict | None, options: WriteOptions = WriteOpt
         photo = _guard(image, root, options, write=False)
         if not photo.is_file():
             raise _Fail("no such image")
-        _protect(photo.read_bytes(), options.force)
+        _protect(photo, options.force)
         target = _guard(side, root, options, write=True)
         existing = target.read_bytes() if target.exists() else None
         try:
@@ -463,17 +463,19 @@ def write_xmp(image: Path, record: dict | None, options: WriteOptions = WriteOpt
     return _run(side, work)
 
 
-def photo_description(data: bytes) -> tuple[str, bool]:
+def photo_description(data: bytes | Path) -> tuple[str, bool]:
     """(a description the photo's own metadata holds, whether captioner wrote it), read from the EXIF
     ImageDescription (camera placeholders do not count), PNG text ``Description``, IPTC-IIM
     Caption-Abstract (2:120, JPEG APP13 / TIFF) and XMP dc:description; ("", False) when there is none.
-    A description is ours only when the XMP is marked ``captioner:generated`` and holds the same text."""
+    A description is ours only when the XMP is marked ``captioner:generated`` and holds the same text.
+    ``data``: the file's bytes, or its path (then only the headers are read)."""
     from PIL import Image, IptcImagePlugin
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as im:
             exif_text = _exif_description({"0th": {270: im.getexif().get(270, b"")}})
-            png_text = str(getattr(im, "text", {}).get("Description", "") if _kind(data) == "PNG" else "")
+            # (PNG text before the image data, where writers put it: Image.text would decode the pixels)
+            png_text = str(im.info.get("Description", "") if im.format == "PNG" else "")
             iptc = IptcImagePlugin.getiptcinfo(im) or {}
             xmp = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp")
     except Exception:  # not a picture Pillow reads: nothing we know how to look into
@@ -494,7 +496,7 @@ def photo_description(data: bytes) -> tuple[str, bool]:
     return (xmp_text, True) if ours and xmp_text else ("", False)
 
 
-def _protect(data: bytes, force: bool) -> None:
+def _protect(data: bytes | Path, force: bool) -> None:
     """_Skip when the photo's own metadata holds a description a person wrote, unless ``force``."""
     text, ours = photo_description(data)
     if text and not ours and not force:
@@ -870,7 +872,7 @@ def alt_edits(text: str, page: Path, captions: dict[Path, dict], force: bool = F
             return None
         if not force and image not in described:
             try:
-                text, ours = photo_description(image.read_bytes()) if image.is_file() else ("", False)
+                text, ours = photo_description(image) if image.is_file() else ("", False)
             except OSError:
                 text, ours = "", False
             described[image] = bool(text) and not ours
