@@ -147,3 +147,44 @@ def test_csv_resume_keeps_the_files_own_columns_and_refuses_a_foreign_csv(tmp_pa
     with pytest.raises(ValueError, match="no 'image' column"):
         caption_to_file(FakeCaptioner(), [photo_tree], foreign, progress=False)
     assert foreign.read_bytes() == b"month,amount\r\njan,3\r\n"
+
+
+def test_killing_the_real_cli_mid_run_and_cutting_its_last_row_resumes_exactly(tmp_path, xception_weights):
+    """`python -m captioner caption DIR --out x.csv` with the real model, killed (SIGKILL) once some rows
+    are written; the file is then also cut inside its last row, as a kill during a write leaves it. The
+    rerun redoes that row and every image ends up exactly once, each row whole."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ASSETS, ROOT
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    sources = sorted(ASSETS.glob("*.jpg"))
+    for i in range(10):  # copies, each its own image
+        shutil.copy(sources[i % len(sources)], folder / f"photo-{i:02d}.jpg")
+    out = tmp_path / "x.csv"
+    command = [sys.executable, "-m", "captioner", "caption", str(folder), "--out", str(out), "--batch-size", "1",
+               "--weights", str(xception_weights[0])]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        while proc.poll() is None and len(done_images(out) if out.exists() else ()) < 3:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]  # killed mid-run, not finished
+    data = out.read_bytes()
+    last_row_start = data.rstrip(b"\r\n").rfind(b"\n") + 1
+    out.write_bytes(data[:last_row_start + (len(data) - last_row_start) // 2])  # half of the last row
+    cut_image = data[last_row_start:].split(b",")[0].decode()
+    assert cut_image not in done_images(out)
+    rerun = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    rows = list(csv.DictReader(out.open(encoding="utf-8", newline="")))
+    assert sorted(r["image"] for r in rows) == sorted(str(p) for p in folder.iterdir())  # each exactly once
+    assert all(r["caption"].endswith(".") and r["model_caption"] and not r["error"] for r in rows)
+    assert set(rows[0]) == set(CSV_FIELDS)
