@@ -866,6 +866,10 @@ def alt_edits(text: str, page: Path, captions: dict[Path, dict], force: bool = F
             return None
         try:
             record = _clean_record(captions.get(image))
+        except _Skip:
+            counts["invalid language tag"] = counts.get("invalid language tag", 0) + 1
+            return None
+        try:
             found = _caption_of(record), _primary(record.get("lang")) or "en"
         except _Skip:
             counts["no caption"] += 1
