@@ -51,6 +51,9 @@ def _add_writeback_flags(parser: argparse.ArgumentParser, dry_run: bool) -> None
     parser.add_argument("--force", action="store_true",
                         help="replace a description or alt text a person wrote (never done without it)")
     parser.add_argument("--no-backup", action="store_true", help="exif: keep no photo.jpg.bak of the original")
+    parser.add_argument("--follow-links", action="store_true",
+                        help="write through symbolic links that stay inside the folder given (links out of it "
+                             "are never followed)")
     if dry_run:
         parser.add_argument("--dry-run", action="store_true", help="list what would change and write nothing")
 
@@ -261,7 +264,8 @@ def cmd_caption(args) -> int:
 def _write_options(args):
     from .serving.writeback import WriteOptions
 
-    return WriteOptions(force=args.force, dry_run=getattr(args, "dry_run", False), backup=not args.no_backup)
+    return WriteOptions(force=args.force, dry_run=getattr(args, "dry_run", False), backup=not args.no_backup,
+                        follow_links=args.follow_links)
 
 
 def _report_writes(results, stream) -> int:

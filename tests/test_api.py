@@ -170,6 +170,8 @@ def test_speech_returns_playable_audio_offline(client):
     assert r.headers["content-type"] in ("audio/mpeg", "audio/wav") and len(r.content) > 1000
 
     assert client.post("/v1/speech", json={"text": ""}).status_code == 422
+    blank = client.post("/v1/speech", json={"text": " \n\t\u200b "})  # nothing a voice could say
+    assert blank.status_code == 422 and "error" in blank.json()
     assert "unknown language" in client.post("/v1/speech", json={"text": "hi", "lang": "xx"}).json()["error"]
     assert client.post("/v1/speech", json={"text": "hi", "engine": "siri"}).status_code == 422
 

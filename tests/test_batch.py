@@ -116,3 +116,108 @@ def test_the_record_definition_owns_the_csv_columns_and_the_calibration_keys():
         "image", "caption", "lang", "confidence", "band", "in_domain", "reason", "model_caption", "score", "error")
     assert list(Assessment(0.5, "low", False, "why").to_json()) == names[3:7]
     assert all(doc.strip() for doc in field_docs().values())
+
+# ------------------------------------------------------------------------------------------ resuming exactly
+
+NASTY = ['He said "stop, now", then left', 'two\nlines, "quoted"\r\nand more', 'plain', 'Ünïcödé, 中文 "x"',
+         '"', 'ends with a quote "']
+
+
+class NameCaptioner:
+    """'Captions' each file by its name with awkward text (commas, quotes, newlines), without decoding."""
+
+    def caption(self, images, decode=None, names=None, **keep):
+        results = []
+        for path in images:
+            index = int(path.stem.split("-")[1])
+            if index == 3:
+                results.append(CaptionResult(str(path), error=f'{path}: bad, "really"\nbad'))
+            else:
+                results.append(CaptionResult(str(path), [Caption(NASTY[index], -1.0, -0.5)]))
+        return results
+
+
+def _read(out):
+    if out.suffix == ".csv":
+        return list(csv.DictReader(out.open(encoding="utf-8", newline="")))
+    return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_run_killed_at_any_byte_resumes_exactly(tmp_path, suffix):
+    """A killed run leaves any prefix of the file: cut it at EVERY byte, rerun, and each image is there
+    exactly once with every field intact (a row cut inside a quoted caption is redone, and the next row
+    cannot run into its open quote)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(len(NASTY)):
+        (folder / f"img-{i}.png").write_bytes(b"not decoded by NameCaptioner")
+    full = tmp_path / f"full{suffix}"
+    caption_to_file(NameCaptioner(), [folder], full, batch_size=2, progress=False)
+    whole = full.read_bytes()
+    expected = {r["image"]: r for r in _read(full)}
+    assert len(expected) == len(NASTY) and '"' in whole.decode() and "\n" in expected[str(folder / "img-1.png")]["caption"]
+    out = tmp_path / f"cut{suffix}"
+    for cut in range(len(whole)):
+        out.write_bytes(whole[:cut])
+        done_before = done_images(out)
+        summary = caption_to_file(NameCaptioner(), [folder], out, batch_size=2, progress=False)
+        rows = _read(out)
+        images = [r["image"] for r in rows]
+        assert sorted(images) == sorted(expected), (cut, images)  # every image exactly once
+        assert {r["image"]: r for r in rows} == expected, cut  # and every field as written
+        assert summary.skipped == len(done_before) and summary.captioned + summary.failed == len(NASTY) - len(done_before)
+
+
+def test_csv_resume_keeps_the_files_own_columns_and_refuses_a_foreign_csv(tmp_path, photo_tree):
+    out = tmp_path / "old.csv"
+    out.write_text("image,caption\r\nx.jpg,an older file's row\r\n", encoding="utf-8")
+    caption_to_file(FakeCaptioner(), [photo_tree], out, progress=False)
+    rows = list(csv.reader(out.open(newline="")))
+    assert all(len(row) == 2 for row in rows) and len(rows) == 6  # header, the old row, 4 new ones
+    foreign = tmp_path / "budget.csv"
+    foreign.write_bytes(b"month,amount\r\njan,3\r\n")
+    with pytest.raises(ValueError, match="no 'image' column"):
+        caption_to_file(FakeCaptioner(), [photo_tree], foreign, progress=False)
+    assert foreign.read_bytes() == b"month,amount\r\njan,3\r\n"
+
+
+def test_killing_the_real_cli_mid_run_and_cutting_its_last_row_resumes_exactly(tmp_path, xception_weights):
+    """`python -m captioner caption DIR --out x.csv` with the real model, killed (SIGKILL) once some rows
+    are written; the file is then also cut inside its last row, as a kill during a write leaves it. The
+    rerun redoes that row and every image ends up exactly once, each row whole."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ASSETS, ROOT
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    sources = sorted(ASSETS.glob("*.jpg"))
+    for i in range(10):  # copies, each its own image
+        shutil.copy(sources[i % len(sources)], folder / f"photo-{i:02d}.jpg")
+    out = tmp_path / "x.csv"
+    command = [sys.executable, "-m", "captioner", "caption", str(folder), "--out", str(out), "--batch-size", "1",
+               "--weights", str(xception_weights[0])]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        while proc.poll() is None and len(done_images(out) if out.exists() else ()) < 3:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]  # killed mid-run, not finished
+    data = out.read_bytes()
+    last_row_start = data.rstrip(b"\r\n").rfind(b"\n") + 1
+    out.write_bytes(data[:last_row_start + (len(data) - last_row_start) // 2])  # half of the last row
+    cut_image = data[last_row_start:].split(b",")[0].decode()
+    assert cut_image not in done_images(out)
+    rerun = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    rows = list(csv.DictReader(out.open(encoding="utf-8", newline="")))
+    assert sorted(r["image"] for r in rows) == sorted(str(p) for p in folder.iterdir())  # each exactly once
+    assert all(r["caption"].endswith(".") and r["model_caption"] and not r["error"] for r in rows)
+    assert set(rows[0]) == set(CSV_FIELDS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import re
 import threading
+import unicodedata
 import wave
 
 import pytest
@@ -81,8 +82,10 @@ def test_every_engine_failing_gives_one_clear_error():
 
     with pytest.raises(speech.SpeechError, match="online voice unavailable.*offline voice unavailable"):
         speech.speak("hello", online=broken, offline=broken)
-    with pytest.raises(speech.SpeechError, match="empty"):
-        speech.speak("   ")
+    for blank in ("   ", "\t\n\u3000", "\u200b\u200d \x00\x07", ""):  # spaces, controls, zero-width characters
+        with pytest.raises(speech.NothingToSay, match="empty") as caught:
+            speech.speak(blank, online=broken, offline=broken)
+        assert isinstance(caught.value, ValueError) and isinstance(caught.value, speech.SpeechError)
     with pytest.raises(speech.SpeechError, match="unknown speech engine"):
         speech.speak("hi", engine="festival")
 
@@ -253,7 +256,8 @@ def test_unknown_language_is_a_clear_error(code):
 
 @settings(max_examples=60, deadline=None)
 @given(code=st.sampled_from(sorted(LANGUAGES)), spelling=st.sampled_from([str, str.upper, lambda c: f" {c} "]),
-       text=st.text(min_size=1, max_size=40).filter(lambda t: len(t.split()) > 0))
+       text=st.text(min_size=1, max_size=40).filter(  # something visible to say (else NothingToSay)
+           lambda t: any(not c.isspace() and unicodedata.category(c) not in ("Cc", "Cf") for c in t)))
 def test_any_spelling_of_a_caption_language_reaches_its_voices(code, spelling, text):
     speech.clear_cache()  # the autouse fixture runs once per test, not per example
     asked = []

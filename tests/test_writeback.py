@@ -4,8 +4,10 @@ pages); pixels never change; a description a person wrote is never replaced with
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import stat
+import struct
 from pathlib import Path
 from xml.dom import minidom
 
@@ -227,10 +229,11 @@ def test_alt_in_html_round_trip_touches_only_the_img_tags(site):
     assert alts == [("img/a.jpg", 'A dog & a "ball".'), ("img/b%20c.png", "A cat."),
                     ("img/a.jpg", 'A dog & a "ball".'), ("img/a.jpg", "A person's own words"),
                     ("https://example.com/remote.jpg", None), ("img/unknown.jpg", None)]
+    dog, cat = wb._alt_mark('A dog & a "ball".'), wb._alt_mark("A cat.")  # marks: this alt text is ours
     expected = (PAGE.replace('<img src="img/a.jpg">\n  <IMG',
-                             '<img src="img/a.jpg" alt="A dog &amp; a &quot;ball&quot;.">\n  <IMG')
-                .replace("ALT=\"\" width=10/>", 'alt="A cat." width=10/>')
-                .replace('class="wide">', 'class="wide" alt="A dog &amp; a &quot;ball&quot;.">'))
+                             f'<img src="img/a.jpg" alt="A dog &amp; a &quot;ball&quot;." data-captioner-alt="{dog}">\n  <IMG')
+                .replace("ALT=\"\" width=10/>", f'alt="A cat." width=10 data-captioner-alt="{cat}" />')
+                .replace('class="wide">', f'class="wide" alt="A dog &amp; a &quot;ball&quot;." data-captioner-alt="{dog}">'))
     assert page.read_bytes() == expected.replace("\n", "\r\n").encode()  # every other byte as it was
 
 
@@ -380,7 +383,8 @@ def test_alt_in_a_page_that_is_not_utf8_keeps_its_bytes(tmp_path):
     raw = '<meta charset="iso-8859-1"><p>Caf\xe9</p><img src="a.jpg">'.encode("latin-1")
     page.write_bytes(raw)
     assert wb.write_alt(page, {wb._key(image): record(image, "Un café.")}).status == "written"
-    assert page.read_bytes() == raw.replace(b'"a.jpg">', b'"a.jpg" alt="Un caf&#233;.">')
+    mark = wb._alt_mark("Un café.").encode()
+    assert page.read_bytes() == raw.replace(b'"a.jpg">', b'"a.jpg" alt="Un caf&#233;." data-captioner-alt="' + mark + b'">')
     [img] = lxml_html.fromstring(page.read_bytes().decode("latin-1")).iter("img")
     assert img.get("alt") == "Un café."
 
@@ -416,7 +420,221 @@ def test_exif_through_a_symbolic_link_updates_the_photo_and_keeps_the_link(tmp_p
     real = photo(tmp_path, "real.jpg")
     link = tmp_path / "link.jpg"
     link.symlink_to(real)
-    assert wb.write_exif(link, record(link), wb.WriteOptions(backup=False)).status == "written"
+    before = real.read_bytes()
+    refused = wb.write_exif(link, record(link), wb.WriteOptions(backup=False))  # only when asked for
+    assert refused.status == "failed" and "--follow-links" in refused.reason and real.read_bytes() == before
+    assert wb.write_exif(link, record(link), wb.WriteOptions(backup=False, follow_links=True)).status == "written"
     assert link.is_symlink()
     with Image.open(real) as im:
         assert im.getexif()[0x010E] == "Probably a dog runs on the grass."
+
+
+# ------------------------------------------------------------------------------------------ hostile folders
+
+def test_links_out_of_the_folder_are_never_followed(tmp_path, capsys):
+    """A sidecar, a backup or a photo that is a link out of the folder given is refused (and reported),
+    with and without --force and --follow-links; nothing outside the folder changes or appears."""
+    outside, photos = tmp_path / "outside", tmp_path / "photos"
+    outside.mkdir()
+    photos.mkdir()
+    foreign_xml = outside / "settings.xml"
+    foreign_xml.write_text(HUMAN_SIDECAR.replace("Grandma's garden, 1998", ""))
+    secret = outside / "secret.txt"
+    secret.write_text("do not touch")
+    d, e, c = photo(photos, "d.png", format="PNG"), photo(photos, "e.jpg", 1), photo(photos, "c.jpg", 2)
+    (photos / "d.png.xmp").symlink_to(foreign_xml)
+    (photos / "e.jpg.xmp").symlink_to(secret)
+    (photos / "c.jpg.bak").symlink_to(outside / "created-by-us.jpg")  # dangling
+    (photos / "far.jpg").symlink_to(photo(outside, "far.jpg", 3))
+    captions = captions_file(tmp_path, *(record(p) for p in (d, e, c, photos / "far.jpg")))
+    before = {p: p.read_bytes() for p in outside.iterdir()}
+    photos_before = {p: p.read_bytes() for p in (d, e, c)}
+    for flags in ([], ["--force"], ["--force", "--follow-links"]):
+        assert main(["write", "xmp", "--captions", str(captions), str(photos), *flags]) == 1
+        assert main(["write", "exif", "--captions", str(captions), str(photos), *flags]) == 1
+        out = capsys.readouterr().out
+        assert f"failed: {photos / 'd.png.xmp'} (refused: d.png.xmp is a link to {foreign_xml}, outside {photos}" in out
+        assert f"failed: {photos / 'e.jpg.xmp'} (refused: e.jpg.xmp is a link to {secret}" in out
+        assert f"failed: {photos / 'c.jpg'} (refused: c.jpg.bak is a link to" in out
+        assert f"failed: {photos / 'far.jpg'} (refused: far.jpg is a link to" in out
+    assert {p: p.read_bytes() for p in outside.iterdir()} == before  # nothing rewritten, nothing created
+    assert {p: p.read_bytes() for p in (d, e, c)} == photos_before | {d: d.read_bytes(), e: e.read_bytes()}
+    assert c.read_bytes() == photos_before[c]  # its backup could not be made, so the photo was left alone
+
+
+def test_links_inside_the_folder_only_with_follow_links(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    real = photo(photos, "real.jpg")
+    (photos / "alias.jpg").symlink_to(real)
+    (photos / "real.jpg.xmp").write_text("")
+    captions = captions_file(tmp_path, record(photos / "alias.jpg"))
+    assert main(["write", "exif", "--captions", str(captions), str(photos / "alias.jpg")]) == 1
+    assert "is a symbolic link; not written through (pass --follow-links" in capsys.readouterr().out
+    assert main(["write", "exif", "--captions", str(captions), str(photos / "alias.jpg"), "--follow-links"]) == 0
+    assert (photos / "alias.jpg").is_symlink()
+    with Image.open(real) as im:
+        assert im.getexif()[0x010E] == "Probably a dog runs on the grass."
+
+
+def _kill_during(monkeypatch, name: str):
+    """Make the write-back's atomic write die (like a kill) just before the rename of a file called ``name``."""
+    real_replace = wb.os.replace
+
+    def dying(src, dst, *a, **k):
+        if Path(dst).name == name:
+            raise KeyboardInterrupt  # not an Exception: nothing may catch it and carry on
+        return real_replace(src, dst, *a, **k)
+
+    monkeypatch.setattr(wb.os, "replace", dying)
+
+
+def test_backup_is_atomic_and_an_empty_or_cut_backup_is_redone(tmp_path, monkeypatch):
+    image = photo(tmp_path)
+    original = image.read_bytes()
+    backup = tmp_path / "photo.jpg.bak"
+    with monkeypatch.context() as m:
+        _kill_during(m, "photo.jpg.bak")
+        with pytest.raises(KeyboardInterrupt):
+            wb.write_exif(image, record(image))
+    assert not backup.exists() and image.read_bytes() == original  # no half backup, photo untouched
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []  # temporary file removed
+    for left_by_a_kill in (b"", original[:len(original) // 3]):  # what a non-atomic copy could leave
+        backup.write_bytes(left_by_a_kill)
+        image.write_bytes(original)
+        assert wb.write_exif(image, record(image)).status == "written"
+        assert backup.read_bytes() == original  # redone: the backup is the whole original again
+    assert wb.write_exif(image, record(image, "A cat.")).status == "written"
+    assert backup.read_bytes() == original  # the first original stays the backup
+    assert stat.S_IMODE(backup.stat().st_mode) == stat.S_IMODE(image.stat().st_mode)
+
+
+def test_a_backup_of_another_picture_stops_the_write(tmp_path):
+    image = photo(tmp_path)
+    other = photo(tmp_path, "other.jpg", seed=5).read_bytes()
+    (tmp_path / "photo.jpg.bak").write_bytes(other)
+    before = image.read_bytes()
+    result = wb.write_exif(image, record(image))
+    assert result.status == "failed" and "is not a backup of this photo (a different picture)" in result.reason
+    assert image.read_bytes() == before and (tmp_path / "photo.jpg.bak").read_bytes() == other
+    (tmp_path / "photo.jpg.bak").write_text("my notes")  # not even a picture: kept, the photo too
+    assert "not a JPEG" in wb.write_exif(image, record(image)).reason and image.read_bytes() == before
+
+
+def test_new_sidecars_get_ordinary_permissions(tmp_path):
+    image = photo(tmp_path)
+    old = os.umask(0o022)
+    try:
+        wb.write_xmp(image, record(image))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "photo.jpg.xmp").stat().st_mode) == 0o644
+
+
+def _jpeg_with_iptc_caption(path: Path, text: str) -> Path:
+    """A JPEG whose only description is an IPTC-IIM Caption-Abstract (2:120) in a Photoshop APP13 block."""
+    data = photo(path.parent, "iptc-src.jpg").read_bytes()
+    iptc = b"\x1c\x02\x78" + struct.pack(">H", len(text.encode())) + text.encode()
+    block = b"8BIM\x04\x04\x00\x00" + struct.pack(">I", len(iptc)) + iptc + b"\x00" * (len(iptc) % 2)
+    payload = b"Photoshop 3.0\x00" + block
+    path.write_bytes(data[:2] + b"\xff\xed" + struct.pack(">H", len(payload) + 2) + payload + data[2:])
+    return path
+
+
+def test_a_persons_description_anywhere_in_the_photo_protects_it_from_every_target(tmp_path):
+    exif = Image.Exif()
+    exif[0x010E] = "Our wedding, Lisbon"
+    exif_photo = tmp_path / "exif.jpg"
+    Image.fromarray(pixels(photo(tmp_path, "src.jpg"))).save(exif_photo, exif=exif)
+    iptc_photo = _jpeg_with_iptc_caption(tmp_path / "iptc.jpg", "Grandpa at the harbour")
+    xmp_photo = tmp_path / "xmp.png"
+    Image.fromarray(pixels(exif_photo)).save(xmp_photo, pnginfo=_png_info("XML:com.adobe.xmp", HUMAN_SIDECAR))
+    text_photo = tmp_path / "text.png"
+    Image.fromarray(pixels(exif_photo)).save(text_photo, pnginfo=_png_info("Description", "Mum in 1970"))
+    with Image.open(iptc_photo) as im:  # Pillow reads the IPTC caption we built
+        from PIL import IptcImagePlugin
+        assert IptcImagePlugin.getiptcinfo(im)[(2, 120)] == b"Grandpa at the harbour"
+    page = tmp_path / "page.html"
+    page.write_text('<img src="exif.jpg"><img src="iptc.jpg"><img src="xmp.png"><img src="text.png">')
+    caps = {wb._key(p): record(p) for p in (exif_photo, iptc_photo, xmp_photo, text_photo)}
+    for p in (exif_photo, iptc_photo, xmp_photo, text_photo):
+        before = p.read_bytes()
+        for writer in (wb.write_xmp, wb.write_exif):
+            result = writer(p, record(p))
+            assert result.status == "skipped" and "a person wrote" in result.reason, (p, writer, result)
+        assert p.read_bytes() == before and not sidecar_exists(p)
+    result = wb.write_alt(page, caps)
+    assert result.status == "skipped" and "4 described by a person in the photo" in result.reason
+    assert wb.write_xmp(iptc_photo, record(iptc_photo), wb.WriteOptions(force=True)).status == "written"
+    assert wb.write_alt(page, caps, wb.WriteOptions(force=True)).status == "written"
+
+
+def sidecar_exists(p: Path) -> bool:
+    return wb.sidecar_path(p).exists()
+
+
+def _png_info(key, text):
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_itxt(key, text)
+    return info
+
+
+def test_a_hand_made_language_never_reaches_a_page_or_a_file(tmp_path):
+    lxml_html = pytest.importorskip("lxml.html")
+    image = photo(tmp_path, "a.jpg")
+    evil = record(image, "Ein Hund.", lang='de" onerror="alert(1)')
+    page = tmp_path / "page.html"
+    page.write_text('<html lang="en"><body><img src="a.jpg"></body></html>')
+    result = wb.write_alt(page, {wb._key(image): evil})
+    assert result.status == "skipped" and "1 invalid language tag" in result.reason and "onerror" not in page.read_text()
+    for writer in (wb.write_xmp, wb.write_exif):
+        result = writer(image, evil)
+        assert result.status == "skipped" and "not a language tag" in result.reason
+    assert wb.write_alt(page, {wb._key(image): record(image, "Ein Hund.", lang="de-CH")}).status == "written"
+    [img] = lxml_html.fromstring(page.read_bytes()).iter("img")
+    assert (img.get("alt"), img.get("lang")) == ("Ein Hund.", "de")
+
+
+def test_control_characters_never_reach_a_file_and_later_runs_read_our_own_files(tmp_path):
+    image = photo(tmp_path, "a.png", format="PNG")
+    nasty = record(image, "A dog\x00 runs\x07 on\x1b[31m the\u0085 grass\ufffe.\r\n", lang="en")
+    assert wb.write_xmp(image, nasty).status == "written"
+    assert wb.write_exif(image, nasty).status == "written"
+    side = (tmp_path / "a.png.xmp").read_bytes()
+    assert xmp_read(side)["description"] == "A dog runs on [31m the grass."  # well-formed: minidom reads it
+    with Image.open(image) as im:
+        im.load()
+        assert xmp_read(im.text["XML:com.adobe.xmp"])["description"] == "A dog runs on [31m the grass."
+        assert im.getexif()[0x010E] == "A dog runs on [31m the grass."
+    assert wb.write_xmp(image, nasty).status == "skipped"  # already ours, read back without complaint
+    assert wb.write_exif(image, record(image, "A cat.")).status == "written"  # ours: replaced
+
+
+def test_exif_tags_piexif_does_not_know_are_kept_or_the_file_is_left_alone(tmp_path):
+    image = tmp_path / "photo.jpg"
+    exif = Image.Exif()
+    exif[0x010F] = "TestCam"
+    exif[0x9999] = "a maker's private tag"
+    Image.fromarray(pixels(photo(tmp_path, "src.jpg"))).save(image, exif=exif)
+    before = image.read_bytes()
+    result = wb.write_exif(image, record(image))
+    assert result.status == "skipped" and "cannot keep (IFD0 0x9999)" in result.reason and "write xmp" in result.reason
+    assert image.read_bytes() == before and not (tmp_path / "photo.jpg.bak").exists()
+    assert wb.write_xmp(image, record(image)).status == "written"
+
+
+def test_alt_text_we_wrote_is_ours_and_replaced_but_a_persons_edit_is_kept(tmp_path):
+    lxml_html = pytest.importorskip("lxml.html")
+    a, b = photo(tmp_path, "a.jpg"), photo(tmp_path, "b.jpg", 1)
+    page = tmp_path / "page.html"
+    page.write_text('<img src="a.jpg"><img src="b.jpg">')
+    assert "2 filled" in wb.write_alt(page, {wb._key(a): record(a), wb._key(b): record(b)}).reason
+    assert "2 already there" in wb.write_alt(page, {wb._key(a): record(a), wb._key(b): record(b)}).reason
+    page.write_text(page.read_text().replace('alt="Probably a dog runs on the grass." data-captioner-alt',
+                                             'alt="Rex, our dog" data-captioner-alt', 1))  # a person edits one
+    newer = {wb._key(a): record(a, "A dog."), wb._key(b): record(b, "A cat.")}
+    result = wb.write_alt(page, newer)
+    assert "1 filled" in result.reason and "1 kept" in result.reason
+    assert [img.get("alt") for img in lxml_html.fromstring(page.read_bytes()).iter("img")] == ["Rex, our dog", "A cat."]

@@ -43,6 +43,40 @@ def png_bomb(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", rows) + _png_chunk(b"IEND", b"")
 
 
+def dds_unknown_format() -> bytes:
+    """A DDS texture whose pixel-format flags are 0: Pillow raises NotImplementedError (not an OSError)."""
+    data = bytearray(_save(Image.new("RGB", (16, 16), (1, 2, 3)), "DDS"))
+    data[80:84] = struct.pack("<I", 0)  # DDS_PIXELFORMAT.dwFlags
+    return bytes(data)
+
+
+def avif_decoder_failure(avif: bytes) -> bytes:
+    """``avif`` with one byte zeroed so that libavif fails with a RuntimeError (the first such byte)."""
+    for at in range(len(avif)):
+        broken = avif[:at] + b"\0" + avif[at + 1:]
+        try:
+            Image.open(io.BytesIO(broken)).load()
+        except RuntimeError:
+            return broken
+        except Exception:
+            continue
+    raise RuntimeError("no single zeroed byte makes this libavif fail with a RuntimeError")
+
+
+def big_png(width: int, height: int, bit_depth: int = 16, colour_type: int = 0) -> bytes:
+    """A real, decodable PNG of width x height pixels (a gradient of rows), written row by row: a few
+    hundred KB that decode to hundreds of MB."""
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}[colour_type]
+    row_bytes = width * channels * bit_depth // 8
+    packer, parts = zlib.compressobj(9), []
+    for y in range(height):
+        parts.append(packer.compress(b"\0" + bytes([y * 255 // max(height - 1, 1)]) * row_bytes))
+    parts.append(packer.flush())
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", b"".join(parts))
+            + _png_chunk(b"IEND", b""))
+
+
 def build_corpus(folder: Path) -> list[Case]:
     """Write every case into ``folder``; return them in a fixed order."""
     import pillow_heif
@@ -93,6 +127,12 @@ def build_corpus(folder: Path) -> list[Case]:
         (Case("drawing.svg", "SVG vector drawing", "SVG vector drawings are not supported"),
          b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
          b'<rect width="10" height="10" fill="red"/></svg>'),
+        (Case("broken.avif", "AVIF that libavif fails on (RuntimeError)", "could not decode this picture"),
+         avif_decoder_failure(_save(photo, "AVIF"))),
+        (Case("texture.jpg", "DDS texture named .jpg (NotImplementedError)", "could not decode this picture"),
+         dds_unknown_format()),
+        (Case("big-16bit.png", "16-bit greyscale PNG, 7999x7999, in a few hundred KB", "caption"),
+         big_png(7999, 7999)),
         (Case("a" * 200 + ".jpg", "a 204-character file name", "caption"), jpeg),
         (Case("café-über-日本語.jpg", "a non-ASCII file name", "caption"), jpeg),
     ]

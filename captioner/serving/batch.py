@@ -76,20 +76,54 @@ def _format(out: Path) -> str:
 
 
 def done_images(out: Path) -> set[str]:
-    """Images already recorded in ``out`` (so a rerun resumes instead of starting over)."""
+    """Images already recorded in ``out`` (so a rerun resumes instead of starting over): only complete
+    records count; one cut short by an interrupted run is redone."""
     if not out.is_file():
         return set()
-    done: set[str] = set()
-    with open(out, encoding="utf-8", newline="") as fh:
-        if _format(out) == "csv":
-            done.update(row["image"] for row in csv.DictReader(fh) if row.get("image"))
+    records, _end, _fields = read_complete(out)
+    return {r["image"] for r in records if isinstance(r, dict) and r.get("image")}
+
+
+def read_complete(out: Path) -> tuple[list[dict], int, list[str] | None]:
+    """(the complete records of output file ``out``, the byte offset where the last of them ends, the CSV
+    header's fields or None). Whatever follows that offset is a record a killed run left half-written.
+
+    JSON lines: a record is a line that ends in a newline. CSV: a record (one or more lines: captions may
+    hold newlines inside quotes) is complete when it ends in a newline outside quotes, i.e. its bytes hold
+    an even number of ``"`` (the writer doubles quotes inside fields); the header counts as a record.
+    """
+    data = out.read_bytes()
+    if _format(out) == "jsonl":
+        records, end = [], 0
+        while (newline := data.find(b"\n", end)) >= 0:
+            try:
+                records.append(json.loads(data[end:newline]))
+            except ValueError:
+                pass  # a damaged line in the middle: its image is not counted as done
+            end = newline + 1
+        return records, end, None
+    spans, end = [], 0  # (start, end) of each complete CSV record, header first
+    while end < len(data):
+        stop, quotes = end, 0
+        while (newline := data.find(b"\n", stop)) >= 0:
+            quotes += data.count(b'"', stop, newline + 1)
+            stop = newline + 1
+            if quotes % 2 == 0:
+                break
         else:
-            for line in fh:
-                try:
-                    done.add(json.loads(line)["image"])
-                except (ValueError, KeyError, TypeError):
-                    continue  # a line cut short by an interruption: that image is redone
-    return done
+            break  # no newline outside quotes before the end: cut short
+        spans.append((end, stop))
+        end = stop
+    rows = []
+    for a, b in spans:
+        try:
+            rows.append(next(csv.reader([data[a:b].decode("utf-8", "replace")]), []))
+        except csv.Error:
+            rows.append([])  # a damaged record in the middle: its image is not counted as done
+    if not rows:
+        return [], 0, None
+    fields = rows[0]  # [] when the first record cannot be read: not a captions file (the writer refuses it)
+    return [dict(zip(fields, row)) for row in rows[1:] if row], spans[-1][1], fields
 
 
 def caption_to_file(captioner, inputs: Iterable[Path], out: Path, decode: DecodeConfig | None = None,
@@ -119,12 +153,11 @@ def append_records(out: Path, batches: Iterable[list[dict]], total: int | None =
     out = Path(out)
     fmt = _format(out)
     summary = BatchSummary(skipped=skipped)
-    new_file = not out.is_file() or out.stat().st_size == 0
-    _repair_last_line(out)
+    fields = _cut_to_complete(out, fmt)
     with open(out, "a", encoding="utf-8", newline="") as fh, \
             tqdm(total=total, unit="img", desc="captioning", disable=not progress, file=sys.stderr) as bar:
-        writer = csv.DictWriter(fh, CSV_FIELDS, extrasaction="ignore") if fmt == "csv" else None
-        if writer and new_file:
+        writer = csv.DictWriter(fh, fields or CSV_FIELDS, extrasaction="ignore") if fmt == "csv" else None
+        if writer and not fields:
             writer.writeheader()
         bar.update(skipped)
         for records in batches:
@@ -141,10 +174,17 @@ def append_records(out: Path, batches: Iterable[list[dict]], total: int | None =
     return summary
 
 
-def _repair_last_line(out: Path) -> None:
-    """An interrupted run can leave half a line at the end; make sure appends start on a new line."""
-    if out.is_file() and out.stat().st_size:
+def _cut_to_complete(out: Path, fmt: str) -> list[str] | None:
+    """Truncate ``out`` back to the end of its last complete record, so that what an interrupted run left
+    half-written is redone and an appended record can never run into it; the CSV header's fields (rows
+    are appended in the file's own columns), None for JSON lines or a CSV without a complete header."""
+    if not out.is_file():
+        return None
+    _records, end, fields = read_complete(out)
+    if fields is not None and "image" not in fields:
+        raise ValueError(f"{out}: its first row has no 'image' column, so it is not a captions file; "
+                         "choose another --out")
+    if end < out.stat().st_size:
         with open(out, "rb+") as fh:
-            fh.seek(-1, os.SEEK_END)
-            if fh.read(1) != b"\n":
-                fh.write(b"\n")
+            fh.truncate(end)
+    return fields

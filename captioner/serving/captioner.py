@@ -20,7 +20,7 @@ import numpy as np
 from ..config import DecodeConfig
 from . import sentence as wording
 from .confidence import Assessment, ConfidenceError, ConfidenceModel
-from .images import ImageError, ImageSource, load_image, preprocess_image, source_name
+from .images import ImageSource, load_image, picture_error, preprocess_image, source_name
 
 THUMBNAIL_SIDE = 640  # longest side of ``CaptionResult.thumbnail``
 
@@ -221,18 +221,21 @@ class Captioner:
         for i, source in enumerate(images):
             name = names[i] if names else None
             start = time.perf_counter()
-            try:
+            try:  # anything that goes wrong with ONE picture (not Ctrl-C) is that picture's own error
                 img = load_image(source, name)
-                pixels.append(preprocess_image(img))
-                readable.append(len(results))
+                x = preprocess_image(img)
                 result = CaptionResult(source_name(source, name))
                 if keep_thumbnail:
                     result.thumbnail = img.copy()
                     result.thumbnail.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
-                result.seconds = time.perf_counter() - start
-                results.append(result)
-            except ImageError as err:
-                results.append(CaptionResult(source_name(source, name), error=str(err)))
+            except Exception as err:
+                label = source_name(source, name)
+                results.append(CaptionResult(label, error=str(picture_error(label, err))))
+                continue
+            pixels.append(x)
+            readable.append(len(results))
+            result.seconds = time.perf_counter() - start
+            results.append(result)
         if readable:
             start = time.perf_counter()
             features = self.encode(np.stack(pixels))

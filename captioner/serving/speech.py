@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import io
 import threading
+import unicodedata
 import wave
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -31,6 +32,11 @@ ENGINES = ("auto", "gtts", "espeak")
 
 class SpeechError(RuntimeError):
     """No engine could speak the text; the message says what each one answered."""
+
+
+class NothingToSay(SpeechError, ValueError):
+    """The text is empty once whitespace, control and invisible format characters are left out: the
+    caller's mistake (an HTTP API answers 422), not a voice failing."""
 
 
 @dataclass(frozen=True)
@@ -172,12 +178,13 @@ def speak(text: str, lang: str = "en", engine: str = "auto", timeout: float = GT
     ``online(text, gtts_lang, timeout)`` and ``offline(text, espeak_voice)`` get the engine's own code for
     the language ("zh-CN" and "cmn" for "zh").
 
-    Raises SpeechError when the language is unknown, and when no engine worked (the message lists each
-    engine's failure).
+    Raises NothingToSay (a SpeechError and a ValueError) when ``text`` holds nothing to say, SpeechError
+    when the language is unknown, and when no engine worked (the message lists each engine's failure).
     """
-    text = " ".join(text.split())
+    text = " ".join("".join(ch for ch in str(text) if unicodedata.category(ch) not in ("Cc", "Cf") or ch.isspace())
+                    .split())
     if not text:
-        raise SpeechError("nothing to say: the caption is empty")
+        raise NothingToSay("nothing to say: the text is empty (or only spaces and invisible characters)")
     if engine not in ENGINES:
         raise SpeechError(f"unknown speech engine {engine!r} (choose from {', '.join(ENGINES)})")
     caption_lang = caption_language(lang)

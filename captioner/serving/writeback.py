@@ -26,6 +26,7 @@ the others.
 from __future__ import annotations
 
 import csv
+import hashlib
 import html
 import io
 import json
@@ -70,6 +71,7 @@ class WriteOptions:
     force: bool = False  # replace a description or alt text a person wrote
     dry_run: bool = False  # report what would change, write nothing
     backup: bool = True  # exif: keep photo.jpg.bak (the first original is never overwritten)
+    follow_links: bool = False  # write through symbolic links that stay inside the folder given (never out of it)
 
 
 @dataclass
@@ -93,6 +95,10 @@ class _Skip(Exception):
 
 class _Fail(Exception):
     """This file could not be written."""
+
+
+class _Refuse(_Fail):
+    """Writing this file would follow a link out of its folder, or write through a link not allowed to."""
 
 
 # ------------------------------------------------------------------------------------------ captions
@@ -134,6 +140,33 @@ def _caption_of(record: dict | None) -> str:
     if not caption:
         raise _Skip("empty caption")
     return caption
+
+
+# C0 and C1 controls (tab and newlines too: captions are one line), lone surrogates and the non-characters
+# XML forbids: none of them may reach XMP, EXIF, PNG text or a page.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_NOT_TEXT = re.compile("[\ud800-\udfff\ufffe\uffff]")
+# A BCP 47 language tag's shape: a 2-3 letter language (or i-/x- forms), then subtags of 1-8 letters/digits.
+_LANG_TAG = re.compile(r"^(?:[A-Za-z]{2,3}|[ix])(?:-[A-Za-z0-9]{1,8})*$")
+
+
+def clean_text(text: str) -> str:
+    """``text`` with control characters turned into spaces and the code points XML forbids (lone
+    surrogates, U+FFFE, U+FFFF) left out, runs of whitespace made one space: what is written into any file."""
+    return " ".join(_CONTROL.sub(" ", _NOT_TEXT.sub("", text)).split())
+
+
+def _clean_record(record: dict | None) -> dict | None:
+    """A copy of a captions-file record fit to write: every text field through ``clean_text``; _Skip
+    when its ``lang`` is not shaped like a language tag (a hand-made file could put markup there)."""
+    if record is None:
+        return None
+    clean = {k: clean_text(v) if isinstance(v, str) else v for k, v in record.items()}
+    lang = clean.get("lang")
+    if lang not in (None, "") and not (isinstance(lang, str) and _LANG_TAG.match(lang)):
+        raise _Skip(f"the captions file gives {str(record.get('lang'))[:40]!r} as the language, "
+                    "which is not a language tag (like en or de-CH)")
+    return clean
 
 
 # ------------------------------------------------------------------------------------------ XMP packets
@@ -241,29 +274,137 @@ def _check_writable(path: Path) -> None:
         raise _Fail("file is read-only")
 
 
-def _replace(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder (never half a file); a
-    symbolic link is followed, so the file it points to is updated and the link stays a link."""
-    path = Path(os.path.realpath(path))
+def _replace(path: Path, data: bytes, like: Path | None = None) -> None:
+    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, flushed to disk, its
+    length checked, renamed over ``path`` (never half a file). Permissions (and for a backup, times) come
+    from ``like``, else from the file replaced; a new file gets ordinary ones (0666 less the umask).
+    ``path`` is written as named: callers pass what ``_guard`` allowed (a link is never followed here)."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        if path.exists():
+            fh.flush()
+            os.fsync(fh.fileno())
+        if os.path.getsize(tmp) != len(data):
+            raise _Fail(f"{path.name} was not written whole; left as it was")
+        if like is not None:
+            shutil.copystat(like, tmp)
+        elif path.exists():
             shutil.copymode(path, tmp)
+        else:
+            os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+        _sync_folder(path.parent)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
 
 
-def _backup(path: Path, options: WriteOptions) -> Path | None:
+def _umask() -> int:
+    """The process's umask (read without changing it where Linux says it, else set back at once)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flush a folder's entry list, so a rename survives a power cut (not possible everywhere: ignored)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _guard(path: Path, root: Path, options: WriteOptions, write: bool) -> Path:
+    """The path to read (``write`` False) or write for ``path``, found under the folder ``root`` the person
+    gave: _Refuse when it (or a folder on the way) is a symbolic link that leads out of ``root``, dangling
+    ones included, and when writing through a link that stays inside without ``follow_links``."""
+    path, root = Path(path), Path(root)
+    if not path.is_relative_to(root):
+        root = path.parent
+    real, inside = os.path.realpath(path), os.path.realpath(root)
+    parts = path.relative_to(root).parts
+    linked = any(os.path.islink(root.joinpath(*parts[:i + 1])) for i in range(len(parts)))
+    if not linked:
+        return path
+    if os.path.commonpath([real, inside]) != inside:
+        raise _Refuse(f"refused: {path.name} is a link to {real}, outside {root}; links out of the folder "
+                      "are never followed")
+    if write and not options.follow_links:
+        raise _Refuse(f"refused: {path.name} is a symbolic link; not written through "
+                      "(pass --follow-links to write through links that stay inside the folder)")
+    return Path(real)
+
+
+def _kind(data: bytes) -> str | None:
+    return "JPEG" if data[:3] == b"\xff\xd8\xff" else "PNG" if data[:8] == PNG_SIGNATURE else None
+
+
+def _image_data(data: bytes) -> bytes:
+    """The compressed picture of a JPEG (from start of scan) or PNG (IHDR and IDAT chunks): the bytes
+    write-back never changes. _Fail when the file's structure is damaged."""
+    if _kind(data) == "JPEG":
+        _segments, rest = _jpeg_segments(data)
+        if not rest.rstrip(b"\x00").endswith(b"\xff\xd9"):
+            raise _Fail("not a valid JPEG (no end-of-image marker)")
+        return rest
+    chunks = _png_chunks(data)
+    if chunks[-1][0] != b"IEND":
+        raise _Fail("not a valid PNG (no IEND chunk)")
+    return b"".join(whole for kind, _, whole in chunks if kind in (b"IHDR", b"IDAT"))
+
+
+def _backup_problem(backup: bytes, photo: bytes) -> str | None:
+    """Why ``backup`` (an existing photo.jpg.bak) is not a backup of ``photo``, None when it is: non-empty,
+    the same kind (JPEG/PNG), structurally whole (every segment or chunk, CRCs, end marker) and holding
+    the very same compressed picture (write-back changes only metadata, so the original's must match)."""
+    if not backup:
+        return "empty"
+    if _kind(backup) != _kind(photo):
+        return f"not a {_kind(photo)}"
+    try:
+        same = _image_data(backup) == _image_data(photo)
+    except _Fail as why:
+        return f"damaged: {why}"
+    return None if same else "a different picture"
+
+
+def _backup(image: Path, real: Path, data: bytes, root: Path, options: WriteOptions) -> Path | None:
+    """``image.bak`` holding ``data`` (the photo at ``real`` before it is rewritten), written atomically.
+    The first original stays the backup; one left empty or cut short by a killed run is written again;
+    one that is not a backup of this photo stops the write (nothing is lost)."""
     if not options.backup:
         return None
-    backup = path.with_name(path.name + ".bak")
-    if not backup.exists():  # the first original stays the backup
-        shutil.copy2(path, backup)
+    backup = image.with_name(image.name + ".bak")
+    target = _guard(backup, root, options, write=True)
+    if os.path.lexists(target):
+        if not os.path.isfile(target):
+            raise _Fail(f"{backup.name} exists and is not a file; move it away or use --no-backup")
+        old = Path(target).read_bytes()
+        problem = _backup_problem(old, data)
+        if problem is None:
+            return backup
+        if old and not data.startswith(old):  # anything but a copy cut short is kept for the person
+            raise _Fail(f"{backup.name} exists but is not a backup of this photo ({problem}); "
+                        "move it away or use --no-backup")
+    _replace(target, data, like=real)
+    if _backup_problem(Path(target).read_bytes(), data) is not None:
+        raise _Fail(f"{backup.name} did not read back as a copy of the photo; the photo was left as it was")
     return backup
 
 
@@ -286,32 +427,80 @@ def sidecar_path(image: Path) -> Path:
     return Path(image).with_name(Path(image).name + ".xmp")
 
 
-def write_xmp(image: Path, record: dict | None, options: WriteOptions = WriteOptions()) -> WriteResult:
+def write_xmp(image: Path, record: dict | None, options: WriteOptions = WriteOptions(),
+              root: Path | None = None) -> WriteResult:
     """A sidecar ``photo.jpg.xmp`` for ``image`` (the photo itself is not touched). An existing sidecar
     (from Lightroom, darktable, …) keeps its other properties; its description is replaced only if
-    captioner wrote it, or with ``force``."""
+    captioner wrote it, or with ``force``; a photo whose own metadata holds a person's description gets
+    none without ``force``. ``root``: the folder the person gave (default the image's own); no link out
+    of it is followed."""
     image = Path(image)
     side = sidecar_path(image)
+    root = Path(root) if root is not None else image.parent
 
     def work() -> WriteResult:
-        _caption_of(record)
-        if not image.is_file():
+        clean = _clean_record(record)
+        _caption_of(clean)
+        photo = _guard(image, root, options, write=False)
+        if not photo.is_file():
             raise _Fail("no such image")
-        existing = side.read_bytes() if side.exists() else None
+        _protect(photo, options.force)
+        target = _guard(side, root, options, write=True)
+        existing = target.read_bytes() if target.exists() else None
         try:
-            packet = xmp_packet(record, existing, options.force)
+            packet = xmp_packet(clean, existing, options.force)
         except _Fail:
             if not options.force:
                 raise
-            packet = xmp_packet(record, None, True)
+            packet = xmp_packet(clean, None, True)
         if options.dry_run:
             return WriteResult(side, WOULD_WRITE, "update sidecar" if existing else "new sidecar")
-        if side.exists():
-            _check_writable(side)
-        _replace(side, packet)
-        return WriteResult(side, WRITTEN, _describe(record))
+        if target.exists():
+            _check_writable(target)
+        _replace(target, packet)
+        return WriteResult(side, WRITTEN, _describe(clean))
 
     return _run(side, work)
+
+
+def photo_description(data: bytes | Path) -> tuple[str, bool]:
+    """(a description the photo's own metadata holds, whether captioner wrote it), read from the EXIF
+    ImageDescription (camera placeholders do not count), PNG text ``Description``, IPTC-IIM
+    Caption-Abstract (2:120, JPEG APP13 / TIFF) and XMP dc:description; ("", False) when there is none.
+    A description is ours only when the XMP is marked ``captioner:generated`` and holds the same text.
+    ``data``: the file's bytes, or its path (then only the headers are read)."""
+    from PIL import Image, IptcImagePlugin
+
+    try:
+        with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as im:
+            exif_text = _exif_description({"0th": {270: im.getexif().get(270, b"")}})
+            # (PNG text before the image data, where writers put it: Image.text would decode the pixels)
+            png_text = str(im.info.get("Description", "") if im.format == "PNG" else "")
+            iptc = IptcImagePlugin.getiptcinfo(im) or {}
+            xmp = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp")
+    except Exception:  # not a picture Pillow reads: nothing we know how to look into
+        return "", False
+    caption = iptc.get((2, 120), b"")
+    caption = b" ".join(caption) if isinstance(caption, list) else caption
+    iptc_text = caption.decode("utf-8", "replace") if isinstance(caption, bytes) else str(caption)
+    xmp_text, ours = "", False
+    if xmp:
+        try:
+            xmp_text, ours = xmp_description(_parse_packet(xmp.encode("utf-8") if isinstance(xmp, str) else xmp))
+        except _Fail:
+            pass
+    texts = [t.strip("\x00 \t\r\n") for t in (exif_text, png_text, iptc_text, xmp_text)]
+    human = next((t for t in texts if t and not (ours and clean_text(t) == clean_text(xmp_text))), "")
+    if human:
+        return human, False
+    return (xmp_text, True) if ours and xmp_text else ("", False)
+
+
+def _protect(data: bytes | Path, force: bool) -> None:
+    """_Skip when the photo's own metadata holds a description a person wrote, unless ``force``."""
+    text, ours = photo_description(data)
+    if text and not ours and not force:
+        raise _Skip(f"the photo has a description a person wrote ({text[:60]!r}; use --force to add ours)")
 
 
 def _describe(record: dict) -> str:
@@ -321,29 +510,37 @@ def _describe(record: dict) -> str:
 
 # ------------------------------------------------------------------------------------------ exif (in the file)
 
-def write_exif(image: Path, record: dict | None, options: WriteOptions = WriteOptions()) -> WriteResult:
+def write_exif(image: Path, record: dict | None, options: WriteOptions = WriteOptions(),
+               root: Path | None = None) -> WriteResult:
     """The caption inside ``image``: EXIF ImageDescription plus an XMP packet (dc:description, marked as
     ours). JPEG: the Exif and XMP APP1 segments are replaced or added, every other byte kept. PNG: eXIf,
     iTXt ``Description`` and iTXt ``XML:com.adobe.xmp`` chunks, the image data chunks copied as they are.
-    Other formats (HEIC, WebP, …): not supported, say so (use the xmp sidecar)."""
+    Other formats (HEIC, WebP, …): not supported, say so (use the xmp sidecar). ``root``: the folder the
+    person gave (default the image's own); the photo and its backup are never reached through a link out
+    of it, nor through any link without ``follow_links``."""
     image = Path(image)
+    root = Path(root) if root is not None else image.parent
 
     def work() -> WriteResult:
-        _caption_of(record)
-        _check_writable(image)
-        data = image.read_bytes()
+        clean = _clean_record(record)
+        _caption_of(clean)
+        real = _guard(image, root, options, write=True)
+        _check_writable(real)
+        data = real.read_bytes()
         if data[:3] == b"\xff\xd8\xff":
-            new = _jpeg_with_caption(data, record, options.force)
+            _protect(data, options.force)
+            new = _jpeg_with_caption(data, clean, options.force)
         elif data[:8] == PNG_SIGNATURE:
-            new = _png_with_caption(data, record, options.force)
+            _protect(data, options.force)
+            new = _png_with_caption(data, clean, options.force)
         else:
             raise _Skip("not supported for this format: exif writes JPEG and PNG; "
                         "use `write xmp` (a sidecar) for HEIC and other formats")
         if options.dry_run:
             return WriteResult(image, WOULD_WRITE, "description inside the file")
-        backup = _backup(image, options)
-        _replace(image, new)
-        return WriteResult(image, WRITTEN, _describe(record), backup)
+        backup = _backup(image, real, data, root, options)
+        _replace(real, new)
+        return WriteResult(image, WRITTEN, _describe(clean), backup)
 
     return _run(image, work)
 
@@ -382,9 +579,30 @@ def _new_exif(exif_bytes: bytes | None, caption: str) -> bytes:
         raise _Fail(f"existing EXIF cannot be read ({err}); left as is") from err
     exif["0th"] = {**exif.get("0th", {}), 270: caption.encode("utf-8")}
     try:
-        return piexif.dump(exif)
+        new = piexif.dump(exif)
     except Exception as err:
         raise _Fail(f"existing EXIF cannot be rewritten ({err}); left as is") from err
+    lost = sorted(_exif_tags(exif_bytes) - _exif_tags(new) - {("IFD0", 270)}) if exif_bytes else []
+    if lost:  # piexif drops tags it has no name for: rather no caption than a photo missing some
+        names = ", ".join(f"{ifd} 0x{tag:04X}" for ifd, tag in lost[:6]) + (" …" if len(lost) > 6 else "")
+        raise _Skip(f"its EXIF has tags this writer cannot keep ({names}); left as is: "
+                    "use `write xmp` (a sidecar) instead")
+    return new
+
+
+def _exif_tags(payload: bytes) -> set[tuple[str, int]]:
+    """(IFD, tag) of every entry in an Exif payload, read with Pillow (independently of piexif); the
+    pointers to sub-IFDs are left out (they are rewritten, not kept)."""
+    from PIL import ExifTags, Image
+
+    exif = Image.Exif()
+    exif.load(payload)
+    pointers = {0x8769, 0x8825, 0xA005}
+    tags = {("IFD0", t) for t in exif if t not in pointers}
+    for name, ifd in (("Exif", ExifTags.IFD.Exif), ("GPS", ExifTags.IFD.GPSInfo), ("IFD1", ExifTags.IFD.IFD1)):
+        tags |= {(name, t) for t in exif.get_ifd(ifd) if t not in pointers}
+    tags |= {("Interop", t) for t in exif.get_ifd(ExifTags.IFD.Interop)}
+    return tags
 
 
 def _jpeg_segments(data: bytes) -> tuple[list[bytes], bytes]:
@@ -617,13 +835,28 @@ def _md_escape(text: str) -> str:
     return re.sub(r"([\\\[\]])", r"\\\1", " ".join(text.split()))
 
 
+def _md_unescape(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", " ".join(text.split()))
+
+
+ALT_MARK = "data-captioner-alt"  # on an <img> whose alt text captioner wrote: a digest of that text
+
+
+def _alt_mark(text: str) -> str:
+    """The ``data-captioner-alt`` value for alt text ``text``: a person who edits the alt text breaks the
+    match, so their words count as theirs again."""
+    return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()[:12]
+
+
 def alt_edits(text: str, page: Path, captions: dict[Path, dict], force: bool = False,
               markdown: bool = False, ascii_only: bool = False) -> tuple[list[tuple[int, int, str]], dict[str, int]]:
     """The edits (start, end, replacement) that fill alt text in ``text``, and counts of what was seen.
     ``ascii_only`` (a page that is not UTF-8): other characters go in as character references."""
-    counts = {"filled": 0, "kept": 0, "no caption": 0, "not local": 0}
+    counts = {"filled": 0, "kept": 0, "no caption": 0, "not local": 0, "already there": 0,
+              "described by a person in the photo": 0}
     edits: list[tuple[int, int, str]] = []
     scan = _mask_code(text) if markdown else text
+    described: dict[Path, bool] = {}  # image -> its own metadata holds a person's description
 
     def caption_for(src: str) -> tuple[str, str] | None:
         """(caption, its primary language) for a local image with one, else None (counted)."""
@@ -631,12 +864,26 @@ def alt_edits(text: str, page: Path, captions: dict[Path, dict], force: bool = F
         if image is None:
             counts["not local"] += 1
             return None
-        record = captions.get(image)
         try:
-            return _caption_of(record), _primary(record.get("lang")) or "en"
+            record = _clean_record(captions.get(image))
+        except _Skip:
+            counts["invalid language tag"] = counts.get("invalid language tag", 0) + 1
+            return None
+        try:
+            found = _caption_of(record), _primary(record.get("lang")) or "en"
         except _Skip:
             counts["no caption"] += 1
             return None
+        if not force and image not in described:
+            try:
+                text, ours = photo_description(image) if image.is_file() else ("", False)
+            except OSError:
+                text, ours = "", False
+            described[image] = bool(text) and not ours
+        if not force and described[image]:
+            counts["described by a person in the photo"] += 1
+            return None
+        return found
 
     finder = _ImgFinder(scan)
     finder.feed(scan)
@@ -645,7 +892,8 @@ def alt_edits(text: str, page: Path, captions: dict[Path, dict], force: bool = F
     for start, source, attrs in finder.tags:
         values = dict(attrs)
         alt = values.get("alt")
-        if alt is not None and alt.strip() and not force:
+        ours = bool(alt and alt.strip()) and values.get(ALT_MARK) == _alt_mark(alt)
+        if alt is not None and alt.strip() and not force and not ours:
             counts["kept"] += 1
             continue
         if not values.get("src") or (found := caption_for(values["src"])) is None:
@@ -653,21 +901,30 @@ def alt_edits(text: str, page: Path, captions: dict[Path, dict], force: bool = F
         caption, caption_lang = found
         if text[start:start + len(source)] != source:
             continue  # a position we cannot trust: leave the tag alone
+        tag_lang = _primary(values.get("lang")) or page_lang
+        if ours and " ".join(alt.split()) == caption and tag_lang == caption_lang:
+            counts["already there"] += 1
+            continue
         value = html.escape(caption, quote=True)
         if ascii_only:
             value = value.encode("ascii", "xmlcharrefreplace").decode("ascii")
-        new = _set_attr(source, "alt", value)
+        new = _set_attr(_set_attr(source, "alt", value), ALT_MARK, _alt_mark(caption))
         # A screen reader reads alt text in the element's language: mark a caption in another language
         # than the page's (an undeclared page counts as English) so it switches voice.
-        tag_lang = _primary(values.get("lang")) or page_lang
         if tag_lang != caption_lang:
-            new = _set_attr(new, "lang", caption_lang)
+            new = _set_attr(new, "lang", html.escape(caption_lang, quote=True))
         edits.append((start, start + len(source), new))
         counts["filled"] += 1
     if markdown:
         for m in _MD_IMAGE.finditer(scan):
-            if m.group("alt").strip() and not force:
-                counts["kept"] += 1
+            alt = m.group("alt")
+            if alt.strip() and not force:
+                # Markdown has no place for a mark: alt text equal to the caption is taken for ours
+                record = captions.get(_local_image(m.group("dest"), page) or Path("/"))
+                if record and _md_unescape(alt) == clean_text(str(record.get("caption") or "")):
+                    counts["already there"] += 1
+                else:
+                    counts["kept"] += 1
                 continue
             if (found := caption_for(m.group("dest"))) is None:
                 continue
@@ -694,15 +951,20 @@ def page_is_utf8(raw: bytes) -> bool:
     return declared is None or declared.group(1).decode("ascii").lower().replace("_", "-") in ("utf-8", "utf8")
 
 
-def write_alt(page: Path, captions: dict[Path, dict], options: WriteOptions = WriteOptions()) -> WriteResult:
-    """Fill missing or empty alt text in one HTML or Markdown page; every other byte stays as it was."""
+def write_alt(page: Path, captions: dict[Path, dict], options: WriteOptions = WriteOptions(),
+              root: Path | None = None) -> WriteResult:
+    """Fill missing or empty alt text (or alt text captioner wrote before, marked ``data-captioner-alt``)
+    in one HTML or Markdown page; every other byte stays as it was. ``root``: the folder the person gave
+    (default the page's own); a page reached through a link is written only as ``write_exif`` allows."""
     page = Path(page)
+    root = Path(root) if root is not None else page.parent
 
     def work() -> WriteResult:
         if page.suffix.lower() not in PAGE_SUFFIXES:
             raise _Skip("not an HTML or Markdown page")
-        _check_writable(page)
-        raw = page.read_bytes()
+        real = _guard(page, root, options, write=True)
+        _check_writable(real)
+        raw = real.read_bytes()
         text = raw.decode("utf-8", "surrogateescape")  # bytes that are not UTF-8 come back unchanged
         utf8 = page_is_utf8(raw)
         markdown = page.suffix.lower() in (".md", ".markdown")
@@ -717,7 +979,7 @@ def write_alt(page: Path, captions: dict[Path, dict], options: WriteOptions = Wr
         out.append(text[last:])
         if options.dry_run:
             return WriteResult(page, WOULD_WRITE, summary)
-        _replace(page, "".join(out).encode("utf-8", "surrogateescape"))
+        _replace(real, "".join(out).encode("utf-8", "surrogateescape"))
         return WriteResult(page, WRITTEN, summary)
 
     return _run(page, work)
@@ -746,12 +1008,22 @@ def write(target: str, captions: dict[Path, dict], paths: Iterable[Path] | None 
     if target == "alt":
         if not paths:
             raise ValueError("write alt needs the HTML or Markdown files (or folders) to fill in")
-        for page in iter_pages(paths):
-            yield write_alt(page, captions, options)
+        for root, page in _under_roots(paths, iter_pages):
+            yield write_alt(page, captions, options, root)
         return
-    images = iter_images(paths) if paths else sorted(captions)
-    for image in images:
-        yield WRITERS[target](image, captions.get(_key(image)), options)
+    found = _under_roots(paths, iter_images) if paths else ((Path(i).parent, Path(i)) for i in sorted(captions))
+    for root, image in found:
+        yield WRITERS[target](image, captions.get(_key(image)), options, root)
+
+
+def _under_roots(paths: Iterable[Path], walk) -> Iterator[tuple[Path, Path]]:
+    """(the folder each file was given in, the file): a folder given is the root of what is found in it;
+    a file given directly has its own folder as root. No link out of a root is ever followed."""
+    for item in paths:
+        item = Path(item)
+        root = item if item.is_dir() else item.parent
+        for found in walk([item]):
+            yield root, found
 
 
 def write_back(records: Iterable[dict], target: str, options: WriteOptions = WriteOptions()) -> Iterator[WriteResult]:
@@ -760,4 +1032,4 @@ def write_back(records: Iterable[dict], target: str, options: WriteOptions = Wri
     if target not in WRITERS:
         raise ValueError(f"caption --write takes {' or '.join(WRITERS)}, not {target!r}")
     for record in records:
-        yield WRITERS[target](Path(record["image"]), record, options)
+        yield WRITERS[target](Path(record["image"]), record, options, Path(record["image"]).parent)

@@ -25,6 +25,8 @@ async def speech(body: SpeechRequest) -> Response:
         raise APIError(422, f"unknown speech engine {body.engine!r} (choose from {', '.join(voices.ENGINES)})")
     try:  # voices.speak is looked up per call (tests replace it)
         spoken = await asyncio.to_thread(voices.speak, body.text, body.lang, body.engine)
+    except voices.NothingToSay as err:  # the request's own fault, not a voice failing
+        raise APIError(422, str(err)) from err
     except voices.SpeechError as err:
         raise APIError(503, f"no voice could speak the text: {err}") from err
     headers = {"X-Speech-Engine": _header(spoken.engine)}
