@@ -398,7 +398,9 @@ def test_alt_follows_a_declared_charset_even_when_the_bytes_are_ascii(tmp_path):
           b'<img src="a.jpg"></html>'
     page.write_bytes(raw)
     assert wb.write_alt(page, {wb._key(image): record(image, "Un café.")}).status == "written"
-    assert page.read_bytes() == raw.replace(b'"a.jpg">', b'"a.jpg" alt="Un caf&#233;.">')
+    written = page.read_bytes()
+    assert written.isascii() and b'alt="Un caf&#233;."' in written
+    assert written.startswith(raw[:raw.index(b'<img')])  # every byte before the tag kept
 
 
 def test_markdown_alt_in_a_page_that_is_not_utf8_goes_in_as_references(tmp_path):
