@@ -134,7 +134,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
 
-    from captioner.pipeline.machine import describe_machine
+    from captioner.machine import describe_machine
 
     images = dev_images(args.images)
     figures: dict = {"machine": {**describe_machine(), "python": platform.python_version()},

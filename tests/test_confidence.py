@@ -10,12 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from captioner.serving.confidence import (BANDS, CONFIDENCE_FILE, REBUILD_NEIGHBOURS, Assessment, Calibrator,
-                                          CiderD, ConfidenceError, ConfidenceModel, HashedReferences,
-                                          NeighbourIndex, Signals, domain_digest, expected_calibration_error,
-                                          gram_hash)
-from captioner.serving.domain import DomainCheck
-from captioner.serving.sentence import finish, hedge, out_of_domain_warning, sentence
+from captioner.pipeline.calibration_metrics import expected_calibration_error
+from captioner.serving.assessment import Assessment, ConfidenceError, Signals
+from captioner.serving.calibrator import Calibrator
+from captioner.serving.cider import CiderD
+from captioner.serving.confidence import ConfidenceModel, compute_signals
+from captioner.serving.domain import DomainCheck, domain_digest
+from captioner.serving.model_folder import CONFIDENCE_FILE
+from captioner.serving.neighbours import REBUILD_NEIGHBOURS, HashedReferences, NeighbourIndex, gram_hash
+from captioner.serving.sentence import BANDS, finish, hedge, out_of_domain_warning, sentence
 from conftest import ROOT
 
 
@@ -87,6 +90,22 @@ def test_out_of_domain_is_low_and_warned():
     spoken = sentence("a dog runs", "en", text_page.band, text_page.in_domain)
     assert spoken.startswith(out_of_domain_warning()) and spoken.endswith("Maybe a dog runs.")
     assert "doesn't look like the photos I learned from" in spoken
+
+
+def test_signals_need_no_calibrator():
+    """``compute_signals`` takes features, captions, the domain check and the neighbour index; a model's
+    ``signals`` are the same numbers, whatever its calibrator."""
+    model = tiny_model()
+    captions = [FakeCaption("a dog runs on the grass", -0.4), FakeCaption("a man rides a bike", -1.5),
+                FakeCaption("a dog runs", -0.9)]
+    features = np.array([[1.0, 0.05, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]], np.float32)
+    signals = compute_signals(features, captions, model.domain, model.neighbours)
+    assert signals == model.signals(features, captions) == tiny_model(score_only()).signals(features, captions)
+    assert [s.score for s in signals] == [-0.4, -1.5, -0.9] and [s.in_domain for s in signals] == [True, True, False]
+    assert signals[0].consensus > 1.0 and signals[1].consensus > 1.0  # each matches its neighbours' references
+    expected = model.neighbours.consensus([c.text for c in captions], model.domain.project(features))
+    assert [s.consensus for s in signals] == expected.tolist()
+    assert [s.consensus for s in compute_signals(features, captions, model.domain)] == [0.0] * 3  # no index
 
 
 def test_json_fields():
@@ -252,24 +271,6 @@ def test_shipped_confidence_is_a_probability_and_monotone_in_the_score(calibrato
     low, high = sorted((a, b))
     c_low, c_high = (calibrator.confidence(Signals(s, consensus, in_domain=in_domain)) for s in (low, high))
     assert 0.0 <= c_low <= c_high <= 1.0
-
-
-def test_cider_d_matches_pycocoevalcap_and_the_scst_reward():
-    from pycocoevalcap.cider.cider import Cider
-
-    from captioner.pipeline.scst import CiderD as ScstCiderD
-    from captioner.serving.confidence import CiderD
-
-    refs = {"a": ["a dog runs on the grass", "a brown dog runs", "the dog is running in a field"],
-            "b": ["a man rides a bike", "a cyclist on a dirt road", "a man on a bicycle rides down a hill"],
-            "c": ["two children play in the water", "kids splash in a pool", "two kids swimming"]}
-    candidates = {"a": "a dog runs in the grass", "b": "a man rides a bike on a road", "c": "a dog runs"}
-    _, expected = Cider().compute_score(refs, {k: [v] for k, v in candidates.items()})
-    ours, scst = CiderD(list(refs.values())), ScstCiderD(list(refs.values()))
-    for (key, caption), value in zip(candidates.items(), expected):
-        score = ours.score(caption, ours.prepare(refs[key]))
-        assert score == pytest.approx(value, rel=1e-6)
-        assert score == pytest.approx(scst.score(caption, scst.prepare(refs[key])))
 
 
 # ------------------------------------------------------------------------ neighbour index: hashed references

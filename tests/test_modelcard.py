@@ -8,7 +8,7 @@ import pytest
 
 from captioner.config import TrainConfig
 from captioner.pipeline.data import CaptionDataset
-from captioner.pipeline.machine import describe_machine, format_machine
+from captioner.machine import describe_machine, format_machine
 from captioner.pipeline.modelcard import write_model_card, write_model_card_from_files
 from captioner.serving import model_folder as mf
 
