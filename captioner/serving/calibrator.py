@@ -66,6 +66,7 @@ class Calibrator:
     neighbours_file: str = f"../{NEIGHBOURS_FILE}"
 
     def __post_init__(self) -> None:
+        """Refuses calibrators that could not be applied or whose confidence could fall as a signal rises."""
         n = len(self.features)
         if not n or any(len(x) != n for x in (self.transforms, self.center, self.scale, self.coef)):
             raise ConfidenceError("features, transforms, center, scale and coef must have one entry per signal")
@@ -114,6 +115,7 @@ class Calibrator:
                           None if signals.in_domain else reason, signals)
 
     def to_json(self) -> dict:
+        """The stored form (a model folder's ``confidence.json``), numbers rounded to 6 decimals."""
         return {"format": CONFIDENCE_FORMAT, "version": VERSION, "model": "logistic regression",
                 "features": self.features, "transforms": self.transforms,
                 "center": [round(float(x), 6) for x in self.center], "scale": [round(float(x), 6) for x in self.scale],
@@ -124,6 +126,7 @@ class Calibrator:
 
     @classmethod
     def from_json(cls, data: dict, source: str = "calibrator") -> "Calibrator":
+        """The calibrator stored in ``data``; ConfidenceError naming ``source`` when it cannot be used."""
         require_format(data, CONFIDENCE_FORMAT, VERSION, "calibration file", source, ConfidenceError)
         try:
             return cls(list(data["features"]), list(data["transforms"]), [float(x) for x in data["center"]],
@@ -138,9 +141,11 @@ class Calibrator:
 
     @classmethod
     def load(cls, path: str | Path) -> "Calibrator":
+        """The calibrator stored at ``path`` (ConfidenceError when unreadable)."""
         return cls.from_json(read_json(path, "calibration", ConfidenceError), str(path))
 
     def save(self, path: str | Path) -> None:
+        """Write the calibrator as JSON."""
         from ..config import save_json
 
         save_json(self.to_json(), Path(path))

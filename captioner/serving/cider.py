@@ -32,6 +32,7 @@ class CiderD:
     default) or a hash (``from_document_frequency``, as the neighbour index stores its references)."""
 
     def __init__(self, corpus_references: Sequence[Sequence[str]], sigma: float = 6.0, key=tuple):
+        """Document frequencies from ``corpus_references``: one list of reference captions per image."""
         self.sigma = sigma
         self.key = key
         self.document_frequency: Mapping = Counter()

@@ -69,6 +69,7 @@ class ConfidenceModel:
     neighbours: NeighbourIndex | None = None  # required when the calibrator uses "consensus"
 
     def __post_init__(self) -> None:
+        """The parts must fit together: an index when the calibrator uses it, in the domain check's space."""
         if "consensus" in self.calibrator.features and self.neighbours is None:
             raise ConfidenceError("the calibrator uses the neighbour consensus but no neighbour index was given")
         if self.neighbours is not None and self.neighbours.coords.shape[1] != self.domain.components.shape[0]:

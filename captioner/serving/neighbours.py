@@ -113,6 +113,7 @@ class HashedReferences:
 
     @property
     def photos(self) -> int:
+        """How many training photos the references belong to."""
         return len(self.references_per_photo)
 
     def entry_orders(self) -> np.ndarray:
@@ -159,6 +160,7 @@ class HashedReferences:
                  "local_bits_clashes_listed_as_shared": sum(1 for g in shared if df[g] == 1)}
 
         def small(values):
+            """``values`` as an array of the narrowest unsigned type that holds them."""
             return np.array(values, smallest_uint(int(np.max(values, initial=0))))
 
         return cls(np.array([key[g] for g in shared], np.uint64), small([df[g] for g in shared]), per_order,
@@ -197,6 +199,7 @@ class HashedReferences:
     # ------------------------------------------------------------------------------------- storage
 
     def to_json(self) -> dict:
+        """The stored form: every array packed (``jsonfiles.pack_array``), entries listed order by order."""
         by_order = _by_order(self.entry_orders())
         arrays = {name: getattr(self, name) for name in _ARRAYS}
         arrays["entries"], arrays["counts"] = self.entries[by_order], self.counts[by_order]
@@ -209,6 +212,7 @@ class HashedReferences:
 
     @classmethod
     def from_json(cls, data: dict) -> "HashedReferences":
+        """The inverse of ``to_json``; ValueError (StoredArrayError among them) when the arrays do not agree."""
         arrays = {name: unpack_array(data[name], name) for name in _ARRAYS}
         gpr = arrays["grams_per_reference"]
         if gpr.ndim != 2 or gpr.shape[1] != NGRAM_ORDERS or int(gpr.sum()) != len(arrays["entries"]):
@@ -237,6 +241,7 @@ class NeighbourIndex:
     _prepared: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
+        """Scales the coordinates to unit length; one reference list per photo."""
         self.coords = unit_rows(np.asarray(self.coords, np.float32))
         if len(self.coords) != self.references.photos:
             raise ConfidenceError(f"{len(self.coords)} coordinates but {self.references.photos} reference lists")
@@ -270,11 +275,14 @@ class NeighbourIndex:
         return out
 
     def to_json(self) -> dict:
+        """The stored form (``neighbours*.json``): float16 coordinates and the hashed references."""
         return {"format": NEIGHBOURS_FORMAT, "version": NEIGHBOURS_VERSION, "k": self.k, "info": self.info,
                 "coords": pack_array(self.coords.astype(np.float16)), "references": self.references.to_json()}
 
     @classmethod
     def from_json(cls, data: dict, source: str = "neighbour index") -> "NeighbourIndex":
+        """The index stored in ``data``; ConfidenceError naming ``source`` (and the rebuild command for an
+        old version) when it cannot be used."""
         if not isinstance(data, dict) or data.get("format") != NEIGHBOURS_FORMAT:
             raise ConfidenceError(f"{source}: not a captioner neighbour index (format {NEIGHBOURS_FORMAT!r})")
         if data.get("version") != NEIGHBOURS_VERSION:
@@ -290,9 +298,11 @@ class NeighbourIndex:
 
     @classmethod
     def load(cls, path: str | Path) -> "NeighbourIndex":
+        """The index stored at ``path`` (ConfidenceError when unreadable)."""
         return cls.from_json(read_json(path, "neighbour index", ConfidenceError), str(path))
 
     def save(self, path: str | Path) -> None:
+        """Write the index as JSON."""
         from ..config import save_json
 
         save_json(self.to_json(), Path(path))
