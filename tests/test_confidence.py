@@ -159,6 +159,19 @@ def test_ece_is_zero_for_matching_outcomes_and_bounded(confidences, data):
     assert expected_calibration_error(exact, exact) == 0.0
 
 
+
+def test_reliability_table_bins_like_the_ece():
+    from captioner.pipeline.calibration_metrics import confidence_bins, reliability
+
+    conf, good = np.array([0.05, 0.15, 0.15, 0.95, 1.0]), np.array([0.0, 1.0, 0.0, 1.0, 1.0])
+    assert confidence_bins(conf).tolist() == [0, 1, 1, 9, 9]  # 1.0 is in the last bin
+    rows = reliability(conf, good)
+    assert [r["n"] for r in rows] == [1, 2, 0, 0, 0, 0, 0, 0, 0, 2] and rows[2]["predicted"] is None
+    assert rows[1] == {"bin": "0.1-0.2", "n": 2, "predicted": 0.15, "observed": 0.5}
+    expected = (1 * 0.05 + 2 * abs(0.15 - 0.5) + 2 * abs(0.975 - 1.0)) / 5
+    assert expected_calibration_error(conf, good) == pytest.approx(expected)
+
+
 # ---------------------------------------------------------------------------------------- storage
 
 def test_files_round_trip_and_bad_ones_are_refused(tmp_path):
@@ -237,6 +250,47 @@ def test_threshold_rule_caps_the_photos_flagged():
     photos, nonphotos = rng.normal(0.5, 0.05, 2000), rng.normal(0.9, 0.1, 300)
     t = choose_threshold(photos, nonphotos, max_photo=0.025)
     assert np.mean(photos > t) <= 0.025 and np.mean(nonphotos > t) > 0.95
+
+
+
+def test_fitting_builds_its_design_from_the_serving_transform():
+    """The calibrator fitted on signals applies exactly the standardisation it was fitted with: its
+    centre and scale are the mean and spread of the serving-side transformed signals."""
+    from captioner.pipeline.calibrate import fit_calibrator
+    from captioner.serving.calibrator import signal_matrix, transform_signals
+
+    rng = np.random.default_rng(2)
+    signals = [Signals(float(s), float(c)) for s, c in zip(rng.normal(-1.5, 0.5, 200), rng.gamma(1.0, 1.0, 200))]
+    good = np.array([s.score + 0.5 * np.log1p(s.consensus) > -1.2 for s in signals])
+    calibrator = fit_calibrator(signals, good)
+    x = transform_signals(signal_matrix(signals, ["score", "consensus"]), ["identity", "log1p"])
+    np.testing.assert_allclose(calibrator.center, x.mean(axis=0))
+    np.testing.assert_allclose(calibrator.scale, x.std(axis=0))
+    np.testing.assert_allclose(x[:, 1], np.log1p([s.consensus for s in signals]))
+
+
+def test_calibration_problems_are_exceptions_the_command_line_reports(monkeypatch, capsys):
+    """Library code raises CalibrationError and logs its progress; only the command line prints and exits."""
+    from types import SimpleNamespace
+
+    from captioner.cli import main
+    from captioner.pipeline import calibrate
+
+    check = DomainCheck(np.zeros(3, np.float32), np.eye(3, dtype=np.float32), 0.5, encoder="other-weights")
+    with pytest.raises(calibrate.CalibrationError, match="--refit-domain"):
+        calibrate.refit_neighbours(SimpleNamespace(cache_key="these-weights"), None, check, [])
+
+    def failing(args, report=None):
+        calibrate.log("neighbours: 10 training photos (2 held out)")
+        report("## a report")
+        raise calibrate.CalibrationError("models/m: no tune_images.txt; the calibration needs training images")
+
+    monkeypatch.setattr(calibrate, "run", failing)
+    assert main(["calibrate", "--model", "models/m"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "## a report\n\n"
+    assert err.splitlines() == ["neighbours: 10 training photos (2 held out)",
+                                "error: models/m: no tune_images.txt; the calibration needs training images"]
 
 
 # ---------------------------------------------------------------------------------- shipped files
