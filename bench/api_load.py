@@ -100,7 +100,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
 
-    from captioner.pipeline.machine import describe_machine
+    from captioner.machine import describe_machine
     from captioner.testing import api_server
 
     images = dev_images(args.images)

@@ -172,7 +172,7 @@ def main() -> int:
     signal.alarm(int(args.timeout))
     deadline = time.monotonic() + args.timeout
     from captioner.pipeline.data import load_dataset
-    from captioner.pipeline.machine import describe_machine
+    from captioner.machine import describe_machine
     from captioner.serving.model_folder import default_model_dir
 
     dataset = load_dataset(args.data)

@@ -418,7 +418,7 @@ def main() -> int:
     parser.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped default)")
     args = parser.parse_args()
     wanted = args.only.split(",")
-    from captioner.pipeline.machine import describe_machine
+    from captioner.machine import describe_machine
 
     figures: dict = {"machine": {**describe_machine(), "python": platform.python_version()}}
     if "f" in wanted:  # first, before this process loads anything

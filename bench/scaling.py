@@ -79,7 +79,7 @@ def main() -> int:
                              "pooled_cache_gb": round(n_images * POOLED_BYTES / 2**30, 2),
                              "spatial_fp16_cache_gb": round(n_images * SPATIAL_FP16_BYTES / 2**30, 1)}
         print(name, json.dumps(projections[name]), flush=True)
-    from captioner.pipeline.machine import describe_machine
+    from captioner.machine import describe_machine
 
     summary = {"machine": describe_machine(), "encode_s_per_image": encode_s, "sizes": rows, "seconds_per_caption_epoch": per_caption.tolist(),
                "projections": projections}

@@ -6,8 +6,10 @@
     print(result.text)
 
 The package has two halves: ``captioner.serving`` (what captions a picture: images, encoder, decoders,
-decoding, model folders, speech) and ``captioner.pipeline`` (what builds and measures models: data,
-features, training, evaluation, model cards). ``captioner.cli`` is the command line over both.
+decoding, model folders, confidence, speech) and ``captioner.pipeline`` (what builds and measures models:
+data, features, training, evaluation, calibration, model cards). The pipeline uses serving, never the
+other way round (``tests/test_layers.py``); ``config.py`` and ``machine.py`` serve both.
+``captioner.cli`` is the command line over both.
 """
 from __future__ import annotations
 

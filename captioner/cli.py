@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from dataclasses import fields
@@ -172,6 +173,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record comes (tests and callers may swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass  # always the current sys.stderr
+
+
+def show_library_logs() -> None:
+    """The library's log lines (progress, fallbacks, downloads) as plain lines on stderr, as the command
+    line shows its own messages; other libraries' logging is left as it is."""
+    logger = logging.getLogger("captioner")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -186,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if getattr(args, "precision", None):
         os.environ["CAPTIONER_PRECISION"] = args.precision  # every encoder this command loads
+    if args.command != "serve":  # the API server sets up its own logging (levels, names)
+        show_library_logs()
     try:
         _model_for_language(args)
         return {"caption": cmd_caption, "evaluate": cmd_evaluate, "train": cmd_train,
@@ -299,8 +325,8 @@ def cmd_write(args) -> int:
 
 def _caption_on_ray(args) -> int:
     """``caption --out FILE --engine ray``: the same file as the local engine, captioned by Ray actors."""
-    from .serving.model_folder import read_length_alpha
-    from .serving.ray_batch import RayUnavailable, caption_to_file_ray, import_ray, resolve_model_dir
+    from .serving.model_folder import read_length_alpha, resolve_model_dir
+    from .serving.ray_batch import RayUnavailable, caption_to_file_ray, import_ray
 
     if not args.out:
         raise ValueError("--engine ray writes a file: add --out FILE.jsonl (or .csv)")
@@ -380,7 +406,7 @@ def cmd_ensemble(args) -> int:
 def cmd_calibrate(args) -> int:
     from .pipeline.calibrate import run
 
-    return run(args)
+    return run(args, report=lambda text: print(text + "\n", flush=True))
 
 
 def cmd_serve(args) -> int:
@@ -407,7 +433,7 @@ def cmd_quantize(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .serving.encoder import runtime_info
+    from .serving.info import runtime_info
 
     for key, value in runtime_info(args.model, args.weights, args.backend).items():
         if value:

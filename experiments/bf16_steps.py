@@ -22,7 +22,7 @@ def main() -> int:
     from captioner import Captioner
     from captioner.pipeline.data import load_dataset
     from captioner.pipeline.features import extract_features
-    from captioner.pipeline.machine import describe_machine
+    from captioner.machine import describe_machine
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=300)

@@ -22,7 +22,7 @@ NOISE_LEVELS = (0.01, 0.02, 0.04, 0.06, 0.1)  # noise std as a share of each fea
 def main() -> int:
     from captioner import Captioner
     from captioner.pipeline.data import load_dataset
-    from captioner.pipeline.machine import describe_machine
+    from captioner.machine import describe_machine
     from captioner.serving import model_folder as mf
     from captioner.serving.encoder import feature_cosines
     from captioner.serving.images import load_and_preprocess

@@ -29,7 +29,7 @@ def main() -> int:
     from captioner import Captioner, DecodeConfig
     from captioner.pipeline.data import load_dataset
     from captioner.pipeline.evaluate import caption_metrics
-    from captioner.pipeline.machine import describe_machine
+    from captioner.machine import describe_machine
     from captioner.serving.images import load_image, preprocess_image
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])

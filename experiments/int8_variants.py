@@ -39,7 +39,7 @@ def main() -> int:
 
     from captioner import Captioner
     from captioner.pipeline.data import load_dataset
-    from captioner.pipeline.machine import describe_machine
+    from captioner.machine import describe_machine
     from captioner.serving import model_folder as mf
     from captioner.serving.encoder import feature_cosines
     from captioner.serving.images import load_image, preprocess_image

@@ -24,7 +24,7 @@ def main() -> int:
     from captioner.config import DecodeConfig
     from captioner.pipeline.data import CaptionDataset, _read_token_file, load_dataset, resolve_data_dir
     from captioner.pipeline.evaluate import caption_metrics
-    from captioner.pipeline.machine import describe_machine
+    from captioner.machine import describe_machine
     from captioner.pipeline.train import train
     from captioner.pipeline.workflows import sharded_features
     from captioner.serving import model_folder as mf

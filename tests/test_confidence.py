@@ -10,12 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from captioner.serving.confidence import (BANDS, CONFIDENCE_FILE, REBUILD_NEIGHBOURS, Assessment, Calibrator,
-                                          CiderD, ConfidenceError, ConfidenceModel, HashedReferences,
-                                          NeighbourIndex, Signals, domain_digest, expected_calibration_error,
-                                          gram_hash)
-from captioner.serving.domain import DomainCheck
-from captioner.serving.sentence import finish, hedge, out_of_domain_warning, sentence
+from captioner.pipeline.calibration_metrics import expected_calibration_error
+from captioner.serving.assessment import Assessment, ConfidenceError, Signals
+from captioner.serving.calibrator import Calibrator
+from captioner.serving.cider import CiderD
+from captioner.serving.confidence import ConfidenceModel, compute_signals
+from captioner.serving.domain import DomainCheck, domain_digest
+from captioner.serving.model_folder import CONFIDENCE_FILE
+from captioner.serving.neighbours import REBUILD_NEIGHBOURS, HashedReferences, NeighbourIndex, gram_hash
+from captioner.serving.sentence import BANDS, finish, hedge, out_of_domain_warning, sentence
 from conftest import ROOT
 
 
@@ -89,6 +92,22 @@ def test_out_of_domain_is_low_and_warned():
     assert "doesn't look like the photos I learned from" in spoken
 
 
+def test_signals_need_no_calibrator():
+    """``compute_signals`` takes features, captions, the domain check and the neighbour index; a model's
+    ``signals`` are the same numbers, whatever its calibrator."""
+    model = tiny_model()
+    captions = [FakeCaption("a dog runs on the grass", -0.4), FakeCaption("a man rides a bike", -1.5),
+                FakeCaption("a dog runs", -0.9)]
+    features = np.array([[1.0, 0.05, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]], np.float32)
+    signals = compute_signals(features, captions, model.domain, model.neighbours)
+    assert signals == model.signals(features, captions) == tiny_model(score_only()).signals(features, captions)
+    assert [s.score for s in signals] == [-0.4, -1.5, -0.9] and [s.in_domain for s in signals] == [True, True, False]
+    assert signals[0].consensus > 1.0 and signals[1].consensus > 1.0  # each matches its neighbours' references
+    expected = model.neighbours.consensus([c.text for c in captions], model.domain.project(features))
+    assert [s.consensus for s in signals] == expected.tolist()
+    assert [s.consensus for s in compute_signals(features, captions, model.domain)] == [0.0] * 3  # no index
+
+
 def test_json_fields():
     model = tiny_model()
     features = np.array([[1.0, 0.05, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]], np.float32)
@@ -138,6 +157,19 @@ def test_ece_is_zero_for_matching_outcomes_and_bounded(confidences, data):
     assert 0.0 <= expected_calibration_error(np.array(confidences), np.array(outcomes)) <= 1.0
     exact = np.array([0.0, 0.0, 1.0, 1.0])
     assert expected_calibration_error(exact, exact) == 0.0
+
+
+
+def test_reliability_table_bins_like_the_ece():
+    from captioner.pipeline.calibration_metrics import confidence_bins, reliability
+
+    conf, good = np.array([0.05, 0.15, 0.15, 0.95, 1.0]), np.array([0.0, 1.0, 0.0, 1.0, 1.0])
+    assert confidence_bins(conf).tolist() == [0, 1, 1, 9, 9]  # 1.0 is in the last bin
+    rows = reliability(conf, good)
+    assert [r["n"] for r in rows] == [1, 2, 0, 0, 0, 0, 0, 0, 0, 2] and rows[2]["predicted"] is None
+    assert rows[1] == {"bin": "0.1-0.2", "n": 2, "predicted": 0.15, "observed": 0.5}
+    expected = (1 * 0.05 + 2 * abs(0.15 - 0.5) + 2 * abs(0.975 - 1.0)) / 5
+    assert expected_calibration_error(conf, good) == pytest.approx(expected)
 
 
 # ---------------------------------------------------------------------------------------- storage
@@ -220,6 +252,47 @@ def test_threshold_rule_caps_the_photos_flagged():
     assert np.mean(photos > t) <= 0.025 and np.mean(nonphotos > t) > 0.95
 
 
+
+def test_fitting_builds_its_design_from_the_serving_transform():
+    """The calibrator fitted on signals applies exactly the standardisation it was fitted with: its
+    centre and scale are the mean and spread of the serving-side transformed signals."""
+    from captioner.pipeline.calibrate import fit_calibrator
+    from captioner.serving.calibrator import signal_matrix, transform_signals
+
+    rng = np.random.default_rng(2)
+    signals = [Signals(float(s), float(c)) for s, c in zip(rng.normal(-1.5, 0.5, 200), rng.gamma(1.0, 1.0, 200))]
+    good = np.array([s.score + 0.5 * np.log1p(s.consensus) > -1.2 for s in signals])
+    calibrator = fit_calibrator(signals, good)
+    x = transform_signals(signal_matrix(signals, ["score", "consensus"]), ["identity", "log1p"])
+    np.testing.assert_allclose(calibrator.center, x.mean(axis=0))
+    np.testing.assert_allclose(calibrator.scale, x.std(axis=0))
+    np.testing.assert_allclose(x[:, 1], np.log1p([s.consensus for s in signals]))
+
+
+def test_calibration_problems_are_exceptions_the_command_line_reports(monkeypatch, capsys):
+    """Library code raises CalibrationError and logs its progress; only the command line prints and exits."""
+    from types import SimpleNamespace
+
+    from captioner.cli import main
+    from captioner.pipeline import calibrate
+
+    check = DomainCheck(np.zeros(3, np.float32), np.eye(3, dtype=np.float32), 0.5, encoder="other-weights")
+    with pytest.raises(calibrate.CalibrationError, match="--refit-domain"):
+        calibrate.refit_neighbours(SimpleNamespace(cache_key="these-weights"), None, check, [])
+
+    def failing(args, report=None):
+        calibrate.log("neighbours: 10 training photos (2 held out)")
+        report("## a report")
+        raise calibrate.CalibrationError("models/m: no tune_images.txt; the calibration needs training images")
+
+    monkeypatch.setattr(calibrate, "run", failing)
+    assert main(["calibrate", "--model", "models/m"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "## a report\n\n"
+    assert err.splitlines() == ["neighbours: 10 training photos (2 held out)",
+                                "error: models/m: no tune_images.txt; the calibration needs training images"]
+
+
 # ---------------------------------------------------------------------------------- shipped files
 
 def _shipped():
@@ -252,24 +325,6 @@ def test_shipped_confidence_is_a_probability_and_monotone_in_the_score(calibrato
     low, high = sorted((a, b))
     c_low, c_high = (calibrator.confidence(Signals(s, consensus, in_domain=in_domain)) for s in (low, high))
     assert 0.0 <= c_low <= c_high <= 1.0
-
-
-def test_cider_d_matches_pycocoevalcap_and_the_scst_reward():
-    from pycocoevalcap.cider.cider import Cider
-
-    from captioner.pipeline.scst import CiderD as ScstCiderD
-    from captioner.serving.confidence import CiderD
-
-    refs = {"a": ["a dog runs on the grass", "a brown dog runs", "the dog is running in a field"],
-            "b": ["a man rides a bike", "a cyclist on a dirt road", "a man on a bicycle rides down a hill"],
-            "c": ["two children play in the water", "kids splash in a pool", "two kids swimming"]}
-    candidates = {"a": "a dog runs in the grass", "b": "a man rides a bike on a road", "c": "a dog runs"}
-    _, expected = Cider().compute_score(refs, {k: [v] for k, v in candidates.items()})
-    ours, scst = CiderD(list(refs.values())), ScstCiderD(list(refs.values()))
-    for (key, caption), value in zip(candidates.items(), expected):
-        score = ours.score(caption, ours.prepare(refs[key]))
-        assert score == pytest.approx(value, rel=1e-6)
-        assert score == pytest.approx(scst.score(caption, scst.prepare(refs[key])))
 
 
 # ------------------------------------------------------------------------ neighbour index: hashed references

@@ -8,7 +8,7 @@ import pytest
 
 from captioner.config import TrainConfig
 from captioner.pipeline.data import CaptionDataset
-from captioner.pipeline.machine import describe_machine, format_machine
+from captioner.machine import describe_machine, format_machine
 from captioner.pipeline.modelcard import write_model_card, write_model_card_from_files
 from captioner.serving import model_folder as mf
 
@@ -133,7 +133,7 @@ def test_ensemble_card_from_files_takes_the_members_facts(tmp_path):
 def test_card_states_the_calibration_and_its_dev_figures(tmp_path):
     """The "How sure it is" section comes from confidence.json; without one, the card says how to fit it."""
     from captioner.pipeline.modelcard import confidence_section
-    from captioner.serving.confidence import Calibrator
+    from captioner.serving.calibrator import Calibrator
 
     assert "python -m captioner calibrate --model models/" in confidence_section(tmp_path)
     info = {"fitted_on": "300 held-out training images", "tool": "logistic regression",

@@ -1,30 +1,17 @@
-"""Self-critical sequence training: the reward is exactly CIDEr-D, sampling follows the model, and a
-fine-tuning run keeps the best held-out weights."""
+"""Self-critical sequence training: sampling follows the model, and a fine-tuning run keeps the best
+held-out weights (its reward, CIDEr-D, is checked against pycocoevalcap in test_cider.py)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from captioner.pipeline.scst import CiderD, finetune, sample_decode
+from captioner.pipeline.scst import finetune, sample_decode
 
 REFS = {
     "1": ["a dog runs on the grass", "a brown dog is running", "the dog plays outside"],
     "2": ["a man rides a bike", "a person on a bicycle", "a man is cycling down the road"],
     "3": ["two children play in the water", "kids splash in a pool", "two kids swim"],
 }
-HYPS = {"1": "a dog runs on grass", "2": "a man on a bike", "3": "a dog in the water"}
-
-
-def test_cider_d_matches_pycocoevalcap_when_given_the_same_documents():
-    from pycocoevalcap.cider.cider import Cider
-
-    keys = sorted(REFS)
-    expected_mean, expected_each = Cider().compute_score({k: REFS[k] for k in keys}, {k: [HYPS[k]] for k in keys})
-    cider = CiderD([REFS[k] for k in keys])
-    ours = [cider.score(HYPS[k], cider.prepare(REFS[k])) for k in keys]
-    np.testing.assert_allclose(ours, expected_each, rtol=1e-9)
-    assert np.mean(ours) == pytest.approx(expected_mean)
-    assert cider.score(REFS["1"][0], cider.prepare(REFS["1"])) > cider.score("a man rides", cider.prepare(REFS["1"]))
 
 
 class TwoWordModel:

@@ -24,7 +24,7 @@ def main() -> int:
     from captioner.config import DecodeConfig
     from captioner.pipeline.data import load_dataset
     from captioner.pipeline.evaluate import evaluate_split
-    from captioner.pipeline.machine import describe_machine
+    from captioner.machine import describe_machine
     from captioner.serving import model_folder as mf
     from captioner.serving.captioner import Captioner
     from captioner.serving.encoder import XceptionEncoder

@@ -147,7 +147,7 @@ def main() -> int:
         inputs = inputs_table(captioner, tmp / "hostile")
         faults = faults_table(tmp)
     load = load_section(args.sessions) if not args.no_load else ["(skipped: run without --no-load)"]
-    from captioner.pipeline.machine import describe_machine, format_machine
+    from captioner.machine import describe_machine, format_machine
 
     text = "\n".join([
         "# Reliability", "",

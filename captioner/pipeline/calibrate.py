@@ -8,7 +8,7 @@
 **What "good" means** (fixed before anything was measured on dev): a caption is *good* when its
 per-image CIDEr-D against the image's five references is at least ``GOOD_CIDER`` = 0.4, with CIDEr-D as
 pycocoevalcap computes it but with document frequencies from the training references
-(``serving.confidence.CiderD``, the same arithmetic as SCST's reward), so an image's score does not
+(``serving.cider.CiderD``, the SCST reward too), so an image's score does not
 depend on which other images are scored with it (pycocoevalcap's own per-image CIDEr takes its document
 frequencies from the evaluated set, so its scale changes with the set's size). Why 0.4: reading the held-out training images' captions ranked by this
 score, from about 0.4 up the caption names the main subject and what it is doing as the references do
@@ -19,7 +19,7 @@ people in massage chairs). For the shipped ensemble 44% of held-out captions are
 
 **Fitting** uses only training images: the domain check and the neighbour index on the training photos
 (minus the held-out ones; the index stores their reference captions as hashed n-gram counts, no caption
-text: ``serving.confidence.HashedReferences``), the threshold on the held-out photos plus out-of-fold
+text: ``serving.neighbours.HashedReferences``), the threshold on the held-out photos plus out-of-fold
 training photos against generated non-photos (``nonphotos.THRESHOLD_SEED``), and the calibrator and band
 thresholds on the model folder's ``tune_images.txt`` (300 training images held out from the decoder's
 training), decoded with the folder's default settings (beam 3, its tuned length exponent).
@@ -53,20 +53,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import logging
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from ..serving.confidence import (CONFIDENCE_FILE, DOMAIN_FILE, NEIGHBOURS_FILE, Calibrator, ConfidenceModel,
-                                  NeighbourIndex, Signals, domain_digest, expected_calibration_error)
-from ..serving.domain import DomainCheck, unit_rows
+from ..serving.assessment import Signals
+from ..serving.calibrator import Calibrator, signal_matrix, transform_signals
+from ..serving.cider import CiderD
+from ..serving.confidence import ConfidenceModel, compute_signals
+from ..serving.domain import DomainCheck, domain_digest, unit_rows
+from ..serving.model_folder import CONFIDENCE_FILE, DOMAIN_FILE, NEIGHBOURS_FILE
+from ..serving.neighbours import NeighbourIndex
+from .calibration_metrics import expected_calibration_error, reliability
 from .nonphotos import REPORT_SEED, THRESHOLD_SEED
 
 GOOD_CIDER = 0.4
 GOOD = {"metric": "per-image CIDEr-D, document frequencies from the training references "
-                  "(captioner.serving.confidence.CiderD)",
+                  "(captioner.serving.cider.CiderD)",
         "threshold": GOOD_CIDER,
         "rule": "good when per-image CIDEr-D >= 0.4",
         "why": "from about 0.4 up a held-out caption names the main subject and its activity as the references "
@@ -81,9 +87,12 @@ MIN_COEF = 0.05  # on standardised signals: confidence always rises with the sco
 FOLDS = 5
 SEED = 0
 
+log = logging.getLogger(__name__).info  # progress lines (the command line shows them on stderr)
 
-def log(*parts) -> None:
-    print(*parts, file=sys.stderr, flush=True)
+
+class CalibrationError(ValueError):
+    """Calibration cannot run as asked (missing held-out images or shared files, mismatched encoder);
+    the message says which file and how to fix it."""
 
 
 # ------------------------------------------------------------------------------------------ features
@@ -187,8 +196,8 @@ def refit_neighbours(encoder, dataset, check: DomainCheck, held_out: list[str]) 
     """The neighbour index for a stored domain check, from the same photos as ``fit_domain`` (the
     training photos minus ``held_out``); nothing else is refitted, so the calibrations stay valid."""
     if check.encoder and check.encoder != encoder.cache_key:
-        raise SystemExit(f"the domain check was fitted on features of encoder {check.encoder}, not "
-                         f"{encoder.cache_key}; refit everything with --refit-domain")
+        raise CalibrationError(f"the domain check was fitted on features of encoder {check.encoder}, not "
+                               f"{encoder.cache_key}; refit everything with --refit-domain")
     held = set(held_out)
     train_names, train = pooled_for(encoder, dataset, [n for n in dataset.split_names("train") if n not in held])
     tune_names, _ = pooled_for(encoder, dataset, [n for n in held_out if n in dataset.captions])
@@ -215,8 +224,6 @@ def decode(captioner, dataset, names: list[str], batch: int = 64):
 
 def cider_scores(dataset, names: list[str], texts: list[str], scorer=None) -> np.ndarray:
     """Per-image CIDEr-D with training-reference document frequencies (the definition of "good")."""
-    from ..serving.confidence import CiderD
-
     scorer = scorer or CiderD([dataset.captions[n] for n in dataset.split_names("train")])
     return np.array([scorer.score(t, scorer.prepare(dataset.captions[n])) for n, t in zip(names, texts)])
 
@@ -263,11 +270,8 @@ def fit_calibrator(signals: list[Signals], good: np.ndarray, features=FEATURES, 
     """Logistic regression on the standardised (transformed) signals, coefficients at least ``MIN_COEF``
     (so confidence rises with every signal), then band thresholds from the held-out confidences."""
     features, transforms = list(features), list(transforms)
-    probe = Calibrator(features, transforms, [0.0] * len(features), [1.0] * len(features), [1.0] * len(features),
-                       0.0, 1.0, 0.0)
-    raw = probe.matrix(signals)
-    x = np.column_stack([np.log1p(np.maximum(raw[:, i], 0)) if t == "log1p" else raw[:, i]
-                         for i, t in enumerate(transforms)])
+    raw = signal_matrix(signals, features)
+    x = transform_signals(raw, transforms)
     center, scale = x.mean(axis=0), x.std(axis=0)
     scale[scale == 0] = 1.0
     coef, intercept = logistic_fit((x - center) / scale, np.asarray(good))
@@ -293,17 +297,6 @@ def cross_validated(signals: list[Signals], good: np.ndarray, folds: int = FOLDS
 
 
 # ---------------------------------------------------------------------------------------- reporting
-
-def reliability(conf: np.ndarray, good: np.ndarray, bins: int = 10) -> list[dict]:
-    index = np.minimum((conf * bins).astype(int), bins - 1)
-    rows = []
-    for b in range(bins):
-        mask = index == b
-        rows.append({"bin": f"{b / bins:.1f}-{(b + 1) / bins:.1f}", "n": int(mask.sum()),
-                     "predicted": round(float(conf[mask].mean()), 4) if mask.any() else None,
-                     "observed": round(float(good[mask].mean()), 4) if mask.any() else None})
-    return rows
-
 
 def band_table(bands: list[str], cider: np.ndarray, coco: np.ndarray | None, good: np.ndarray) -> dict:
     bands = np.array(bands)
@@ -399,14 +392,14 @@ def calibrate_folder(captioner, dataset, domain: DomainCheck, index: NeighbourIn
     folder = Path(captioner.checkpoint.folder)
     tune = [n for n in read_tune_images(folder) if n in dataset.captions]
     if not tune:
-        raise SystemExit(f"{folder}: no tune_images.txt; the calibration needs training images held out from training")
+        raise CalibrationError(f"{folder}: no tune_images.txt; the calibration needs training images held out from "
+                               "training")
     leaked = set(tune) - set(index.info.get("held_out", []))
     if leaked:
-        raise SystemExit(f"{folder}: {len(leaked)} of its held-out images are in the neighbour index; refit the "
-                         "shared files with --refit-domain")
+        raise CalibrationError(f"{folder}: {len(leaked)} of its held-out images are in the neighbour index; refit "
+                               "the shared files with --refit-domain")
     names, captions, pooled = decode(captioner, dataset, tune)
-    probe = ConfidenceModel(Calibrator(["score"], ["identity"], [0.0], [1.0], [1.0], 0.0, 1.0, 0.0), domain, index)
-    signals = probe.signals(pooled, captions)
+    signals = compute_signals(pooled, captions, domain, index)
     cider = cider_scores(dataset, names, [c.tokens for c in captions], scorer)
     good = cider >= GOOD_CIDER
     calibrator = fit_calibrator(signals, good)
@@ -485,15 +478,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-report", action="store_true", help="fit only; do not measure on dev")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m captioner.pipeline.calibrate", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except ValueError as err:
-        parser.error(str(err))
-
-
 def command_flags(args: argparse.Namespace) -> list[str]:
     """The flags that reproduce ``args`` (for the report's "command" field)."""
     flags = [f"--model {m}" for m in args.model] + ["--all"] * args.all
@@ -506,13 +490,14 @@ def command_flags(args: argparse.Namespace) -> list[str]:
     return flags
 
 
-def run(args: argparse.Namespace) -> int:
-    """Fit (unless --report-only) and measure the folders ``args`` names; ValueError for bad combinations."""
+def run(args: argparse.Namespace, report: Callable[[str], None] | None = None) -> int:
+    """Fit (unless --report-only) and measure the folders ``args`` names (``add_arguments``'s flags); each
+    folder's markdown report goes to ``report`` (the command line prints it) as well as under ``--out``.
+    ValueError for bad combinations, CalibrationError when a needed file is missing or does not match."""
 
     from ..serving.captioner import Captioner
     from ..serving.encoder import XceptionEncoder
     from ..serving.model_folder import available_models, load_checkpoint
-    from ..serving.confidence import CiderD
     from .data import load_dataset
 
     folders = [Path(m) for m in args.model] + (available_models() if args.all else [])
@@ -545,8 +530,8 @@ def run(args: argparse.Namespace) -> int:
         for root, lang in dict.fromkeys((f.parent, model_language(f)) for f in folders):
             domain_path, index_path = root / DOMAIN_FILE, root / neighbours_file_for(lang)
             if not domain_path.is_file():
-                raise SystemExit(f"{domain_path}: missing; fit it (and everything that depends on it) with "
-                                 "--refit-domain")
+                raise CalibrationError(f"{domain_path}: missing; fit it (and everything that depends on it) with "
+                                       "--refit-domain")
             index = refit_neighbours(encoder, dataset_for(lang), DomainCheck.load(domain_path), held_out_of(root, lang))
             index.save(index_path)
             log(f"wrote {index_path} ({index_path.stat().st_size / 1e6:.2f} MB): {index.references.stats}")
@@ -607,7 +592,8 @@ def run(args: argparse.Namespace) -> int:
                          f"{folder.name}: dev reliability (ECE {summary['dev']['ece']:.3f})")
         text = markdown(summary)
         (out / f"{folder.name}.md").write_text(text + "\n", encoding="utf-8")
-        print(text + "\n", flush=True)
+        if report is not None:
+            report(text)
         record_dev_report(folder, model.calibrator, summary)
     return 0
 
@@ -615,7 +601,7 @@ def run(args: argparse.Namespace) -> int:
 def record_dev_report(folder: Path, calibrator: Calibrator, summary: dict) -> None:
     """Keep the dev figures beside the calibrator they measure (``confidence.json``'s ``info.dev``), so the
     model card can state them; the machine is recorded for completeness (the figures do not depend on it)."""
-    from .machine import describe_machine
+    from ..machine import describe_machine
 
     dev, domain = summary["dev"], summary["domain"]
     calibrator.info["dev"] = {
@@ -628,7 +614,3 @@ def record_dev_report(folder: Path, calibrator: Calibrator, summary: dict) -> No
         "nonphotos_flagged": round(domain["nonphotos_flagged"], 4), "roc_auc": round(domain["roc_auc"], 4),
         "command": summary["command"], "machine": describe_machine()}
     calibrator.save(folder / CONFIDENCE_FILE)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -245,11 +244,3 @@ def _read_splits(root: Path, captions: dict[str, list[str]], problems: list[str]
     problems.append("no split files: using a deterministic 80/10/10 split by image-name hash")
     return {"train": [n for n in names if bucket(n) < 8], "dev": [n for n in names if bucket(n) == 8],
             "test": [n for n in names if bucket(n) == 9]}
-
-
-def word_counts(captions: list[str]) -> Counter:
-    """How often each word occurs in the given (cleaned) captions."""
-    counts: Counter = Counter()
-    for caption in captions:
-        counts.update(caption.split())
-    return counts

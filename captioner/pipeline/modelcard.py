@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..config import TrainConfig
 from ..serving import model_folder as mf
-from .machine import describe_machine, format_machine
+from ..machine import describe_machine, format_machine
 
 METRIC_ORDER = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "CIDEr", "METEOR", "ROUGE-L")
 
@@ -415,7 +415,8 @@ A few dev images (every {max(1, facts['dev_images'] // max(len(facts['examples']
 
 def confidence_section(folder: Path) -> str:
     """"## How sure it is": the folder's calibration and its dev figures (``confidence.json``)."""
-    from ..serving.confidence import Calibrator, ConfidenceError
+    from ..serving.assessment import ConfidenceError
+    from ..serving.calibrator import Calibrator
 
     path = Path(folder) / mf.CONFIDENCE_FILE
     try:

@@ -12,65 +12,19 @@ weights are those with the best greedy CIDEr on the held-out training images (ne
 """
 from __future__ import annotations
 
-import math
 import time
-from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from ..config import DecodeConfig
+from ..serving.cider import CiderD  # the reward: CIDEr-D with training-reference document frequencies
 from ..serving.decoding import StepModel, decode_with, decoding_stack, extend_captions
 from .engine import GradientSteps, PolicyGradient, Selector, held_out_cider, run_epochs
-
-Ngrams = Counter  # n-gram tuple -> count
 
 # The greedy baseline's decoding (and the sampled captions' length limit): up to 20 words, nothing
 # blocked, <unk> allowed, as the reward compares the model's own choices.
 SCST_DECODE = DecodeConfig(beam_width=1, max_words=20, length_alpha=0.0, block_ngram=0, allow_unk=True)
-
-
-def _ngrams(words: Sequence[str], n_max: int = 4) -> Ngrams:
-    return Counter(tuple(words[i:i + n]) for n in range(1, n_max + 1) for i in range(len(words) - n + 1))
-
-
-class CiderD:
-    """CIDEr-D as pycocoevalcap computes it, but with document frequencies from a fixed corpus (the
-    training references), so a batch's reward does not depend on which images share the batch."""
-
-    def __init__(self, corpus_references: Sequence[Sequence[str]], sigma: float = 6.0):
-        self.sigma = sigma
-        self.document_frequency: Counter = Counter()
-        for refs in corpus_references:  # one "document" = one image's set of references
-            self.document_frequency.update({g for r in refs for g in _ngrams(r.split())})
-        self.log_documents = math.log(float(len(corpus_references)))
-
-    def _vector(self, counts: Ngrams):
-        vec, norm, length = [defaultdict(float) for _ in range(4)], [0.0] * 4, 0
-        for gram, tf in counts.items():
-            n = len(gram) - 1
-            vec[n][gram] = tf * (self.log_documents - math.log(max(1.0, self.document_frequency[gram])))
-            norm[n] += vec[n][gram] ** 2
-            if n == 1:
-                length += tf  # pycocoevalcap measures length in bigrams; kept for identical scores
-        return vec, [math.sqrt(x) for x in norm], length
-
-    def prepare(self, references: Sequence[str]):
-        """Reference vectors of one image, computed once and reused for all its candidates."""
-        return [self._vector(_ngrams(r.split())) for r in references]
-
-    def score(self, candidate: str, prepared_refs) -> float:
-        vec, norm, length = self._vector(_ngrams(candidate.split()))
-        total = 0.0
-        for ref_vec, ref_norm, ref_length in prepared_refs:
-            penalty = math.exp(-((length - ref_length) ** 2) / (2 * self.sigma ** 2))
-            for n in range(4):
-                value = sum(min(v, ref_vec[n].get(g, 0.0)) * ref_vec[n].get(g, 0.0) for g, v in vec[n].items())
-                if norm[n] and ref_norm[n]:
-                    value /= norm[n] * ref_norm[n]
-                total += value * penalty / 4
-        return 10.0 * total / len(prepared_refs)
 
 
 def sample_decode(model: StepModel, features: np.ndarray, start_id: int, end_id: int, max_words: int,

@@ -9,7 +9,7 @@
 """
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +22,7 @@ from . import sentence as wording
 from .confidence import Assessment, ConfidenceError, ConfidenceModel
 from .images import ImageSource, load_image, picture_error, preprocess_image, source_name
 
+logger = logging.getLogger(__name__)
 THUMBNAIL_SIDE = 640  # longest side of ``CaptionResult.thumbnail``
 
 
@@ -171,7 +172,7 @@ class Captioner:
             try:
                 return cls(encoder, checkpoint, confidence, problem)
             except PortableUnavailable as err:  # unusual layer settings: TensorFlow steps them
-                print(f"captioner: decoders run on TensorFlow, because {err}", file=sys.stderr)
+                logger.warning("captioner: decoders run on TensorFlow, because %s", err)
         return cls(encoder, load_checkpoint(checkpoint.folder), confidence, problem)
 
     def assess(self, features: np.ndarray, captions: Sequence[Caption]) -> list[Assessment | None]:

@@ -24,27 +24,20 @@ shares the Xception encoder.
 """
 from __future__ import annotations
 
-import base64
-import json
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from .jsonfiles import decode_array, encode_array, read_json, require_format
+
 FORMAT = "captioner-domain-check"
 VERSION = 1
 IN_DOMAIN_REASON = "looks like the photos the model learned from"
 OUT_OF_DOMAIN_REASON = ("unlike the photos the model learned from (distance {distance:.3f} from the training "
                         "photos, above the threshold {threshold:.3f})")
-
-
-def require_format(data, fmt: str, version: int, what: str, source: str, error: type[Exception]) -> None:
-    """Raise ``error`` naming ``source`` unless ``data`` is a JSON object of format ``fmt`` at ``version``."""
-    if not isinstance(data, dict) or data.get("format") != fmt:
-        raise error(f"{source}: not a captioner {what} (format {fmt!r} expected)")
-    if data.get("version") != version:
-        raise error(f"{source}: version {data.get('version')!r} is not supported (expected {version})")
 
 
 class DomainError(ValueError):
@@ -54,27 +47,6 @@ class DomainError(ValueError):
 class Verdict(NamedTuple):
     in_domain: bool
     reason: str
-
-
-# --------------------------------------------------------------------------- arrays inside JSON files
-
-def encode_array(array: np.ndarray, dtype: str = "float16") -> dict:
-    """A numpy array as JSON: ``{"dtype", "shape", "base64"}`` (little-endian bytes; float16 halves the
-    file and keeps ~3 significant digits, ample for projections and distances)."""
-    array = np.ascontiguousarray(np.asarray(array, dtype=np.dtype(dtype).newbyteorder("<")))
-    return {"dtype": dtype, "shape": list(array.shape), "base64": base64.b64encode(array.tobytes()).decode("ascii")}
-
-
-def decode_array(data: dict) -> np.ndarray:
-    """The inverse of ``encode_array``, as float32 (or the stored integer type)."""
-    try:
-        dtype = np.dtype(data["dtype"]).newbyteorder("<")
-        if dtype.kind not in "fiu":
-            raise ValueError(f"unsupported dtype {data['dtype']!r}")
-        array = np.frombuffer(base64.b64decode(data["base64"]), dtype=dtype).reshape(data["shape"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise DomainError(f"unreadable stored array ({err})") from err
-    return array.astype(np.float32) if dtype.kind == "f" else array.astype(dtype.newbyteorder("="))
 
 
 def pooled_features(features: np.ndarray) -> np.ndarray:
@@ -91,6 +63,7 @@ def pooled_features(features: np.ndarray) -> np.ndarray:
 
 
 def unit_rows(features: np.ndarray) -> np.ndarray:
+    """Each row scaled to unit length (an all-zero row stays zero)."""
     norms = np.linalg.norm(features, axis=1, keepdims=True)
     return features / np.maximum(norms, 1e-12)
 
@@ -147,7 +120,7 @@ class DomainCheck:
         try:
             mean, components = decode_array(data["mean"]), decode_array(data["components"])
             threshold = float(data["threshold"])
-        except (KeyError, TypeError, ValueError, DomainError) as err:
+        except (KeyError, TypeError, ValueError) as err:  # StoredArrayError is a ValueError
             raise DomainError(f"{source}: unreadable ({err})") from err
         if mean.ndim != 1 or components.ndim != 2 or components.shape[1] != mean.shape[0]:
             raise DomainError(f"{source}: mean {mean.shape} and components {components.shape} do not match")
@@ -157,14 +130,16 @@ class DomainCheck:
 
     @classmethod
     def load(cls, path: str | Path) -> "DomainCheck":
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise DomainError(f"{path}: unreadable domain check ({err})") from err
-        return cls.from_json(data, str(path))
+        return cls.from_json(read_json(path, "domain check", DomainError), str(path))
 
     def save(self, path: str | Path) -> None:
         from ..config import save_json
 
         save_json(self.to_json(), Path(path))
+
+
+def domain_digest(check: DomainCheck) -> str:
+    """Identifies a domain check's subspace as stored (the neighbour coordinates and the calibrations
+    fitted on them depend on it): SHA-256 of its mean's and directions' stored base64."""
+    data = check.to_json()
+    return hashlib.sha256((data["mean"]["base64"] + data["components"]["base64"]).encode("ascii")).hexdigest()

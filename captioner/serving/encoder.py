@@ -2,8 +2,8 @@
 2048-d region features that attention decoders look at), compiled once."""
 from __future__ import annotations
 
+import logging
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +18,8 @@ SELF_CHECK_COSINE = 0.9999  # "auto" keeps OpenVINO only when its features match
 PRECISIONS = ("float32", "bfloat16", "int8")  # int8: OpenVINO only, after `python -m captioner quantize`
 
 
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr)
+# Falling back from OpenVINO to TensorFlow is worth a line even where logging is not configured: a warning.
+_log = logging.getLogger(__name__).warning
 
 
 def resolve_backend(backend: str | None = None) -> str:
@@ -209,34 +209,3 @@ def feature_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     decodings are compared (bench/run.py, experiments/)."""
     a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-
-
-def runtime_info(model_dir: str | Path | None = None, weights: str | Path | None = None,
-                 backend: str | None = None) -> dict:
-    """What captions would run on here: encoder backend (as chosen by loading it), precision, what steps
-    the decoders, CPU, TensorFlow and OpenVINO versions, model folder. For ``python -m captioner info``
-    (which, like captioning, imports TensorFlow only when something runs on it)."""
-    from importlib import metadata
-
-    from ..pipeline.machine import describe_machine, format_machine
-    from .captioner import Captioner
-    from .openvino_encoder import openvino_version
-    from .ray_batch import resolve_model_dir
-
-    folder = resolve_model_dir(model_dir)
-    captioner = Captioner.load(folder, weights, allow_download=False, backend=backend)  # exactly what captions use
-    encoder, stepper = captioner.encoder, captioner.stepper
-    decoders = {"numpy": "NumPy (no TensorFlow)", "tensorflow": "TensorFlow"}.get(captioner.decoder_backend) or \
-        f"OpenVINO, {stepper.threads} thread(s), {stepper.precision} (no TensorFlow)"
-    versions = {}
-    for dist in ("tensorflow-cpu", "tensorflow"):
-        try:
-            versions["tensorflow"] = metadata.version(dist)
-            break
-        except metadata.PackageNotFoundError:
-            continue
-    return {"backend": encoder.backend, "backend_note": encoder.backend_note, "precision": encoder.precision,
-            "decoders": decoders,
-            "lang": captioner.lang, "cpu": format_machine(describe_machine()),
-            "tensorflow": versions.get("tensorflow", "not installed"),
-            "openvino": openvino_version() or "not installed", "model": str(folder)}

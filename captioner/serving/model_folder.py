@@ -114,6 +114,14 @@ def is_model_folder(folder: Path) -> bool:
     return (folder / DECODER_FILE).is_file() or (folder / ENSEMBLE_FILE).is_file()
 
 
+def resolve_model_dir(model_dir: str | Path | None) -> Path:
+    """The model folder as an absolute path (the default model when None), checked, without loading Keras."""
+    folder = Path(model_dir).expanduser() if model_dir else default_model_dir()
+    if not is_model_folder(folder):
+        raise CheckpointError(f"{folder}: not a model folder (no decoder or ensemble file); pass --model DIR")
+    return folder.resolve()
+
+
 def is_ensemble_folder(folder: Path) -> bool:
     return (Path(folder) / ENSEMBLE_FILE).is_file()
 

