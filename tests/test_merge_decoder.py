@@ -52,6 +52,22 @@ def test_step_log_probs_equal_full_sequence_model(rnn):
     _assert_steps_equal_full_sequence_model(model, MergeStepper(model), vocab)
 
 
+@pytest.mark.parametrize("rnn", ["lstm", "gru"])
+def test_tensorflow_step_follows_the_weights_as_training_changes_them(rnn):
+    """Training scores and fine-tunes through one stepper built before the weights change."""
+    model, vocab, _ = _model(rnn, seed=8)
+    stepper = MergeStepper(model)
+    features = np.random.default_rng(3).normal(size=(2, 2048)).astype(np.float32)
+    words = np.full(2, vocab.start_id, np.int32)
+    before = stepper.step(words, stepper.initial_state(features))[0]
+    rnn_layer = model.get_layer("rnn")
+    kernel, recurrent, bias = rnn_layer.get_weights()
+    rnn_layer.set_weights([kernel, recurrent, bias + 0.5])  # the GRU's (2, 3U) bias is read row by row
+    after = stepper.step(words, stepper.initial_state(features))[0]
+    assert np.abs(after - before).max() > 1e-3
+    _assert_steps_equal_full_sequence_model(model, stepper, vocab)  # and it is the changed model's step
+
+
 @pytest.mark.parametrize("engine", ["numpy", "numpy, no input table", "openvino"])
 @pytest.mark.parametrize("rnn", ["lstm", "gru"])
 def test_portable_step_of_the_saved_folder_equals_full_sequence_model(rnn, engine, tmp_path, monkeypatch):

@@ -21,11 +21,11 @@ from .stepping import CompiledStepper, tf_constant
 
 def vote(ops, log_probs: Sequence):
     """The members' (B, V) next-word log-probs -> (B, V) log of their mean probability, computed as
-    ``peak + log(mean(exp(log_p - peak)))`` with the element-wise peak over members (no overflow, and
-    exact for the finite log-probs a log-softmax gives)."""
+    ``peak + log(mean(exp(log_p - peak)))`` with the element-wise peak over members (no overflow). A word
+    every member rules out (-inf) stays at -inf, without NaNs: its peak is taken as 0."""
     if len(log_probs) == 1:
         return log_probs[0]
-    peak = functools.reduce(ops.maximum, log_probs)
+    peak = ops.finite_or(functools.reduce(ops.maximum, log_probs), 0.0)
     total = functools.reduce(ops.add, [ops.exp(ops.subtract(lp, peak)) for lp in log_probs])
     return ops.add(peak, ops.log(ops.multiply(total, ops.constant(1.0 / len(log_probs)))))
 
@@ -57,7 +57,7 @@ class EnsembleStepper:
         specs = [spec for _, member_specs in compiled for spec in member_specs]
         steps = [step for step, _ in compiled]
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.int32), *specs])
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int32), *specs], autograph=False)
         def step(words, *state):
             log_probs, new_state, i = [], [], 0
             for member_step, n in zip(steps, sizes):

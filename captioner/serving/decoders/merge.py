@@ -222,7 +222,8 @@ class Stepper(CompiledStepper):
         def weights() -> MergeWeights:  # called while tracing: the variables are read inside the graph
             return MergeWeights.from_layers(variables, is_lstm, units)
 
-        @tf.function(input_signature=[tf.TensorSpec([None, FEATURE_DIM], tf.float32)])
+        # autograph off: the step is plain Python over ops (no tensor-dependent control flow to convert)
+        @tf.function(input_signature=[tf.TensorSpec([None, FEATURE_DIM], tf.float32)], autograph=False)
         def initial_state(features):
             image = image_projection(ops, weights(), features)  # (B, U)
             zeros = tf.zeros([tf.shape(features)[0], units])
@@ -230,7 +231,7 @@ class Stepper(CompiledStepper):
 
         state_specs = [tf.TensorSpec([None, units], tf.float32)] * n_state
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.int32), *state_specs])
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int32), *state_specs], autograph=False)
         def step_fn(words, *state):
             log_probs, new_state = step(ops, weights(), words, state)
             return (log_probs, *new_state)

@@ -65,7 +65,13 @@ class NumPyOps:
 
     @staticmethod
     def log(x):
-        return np.log(x)
+        with np.errstate(divide="ignore"):  # log(0) = -inf is meant (a word every member rules out)
+            return np.log(x)
+
+    @staticmethod
+    def finite_or(x, value: float):
+        """``x`` with its infinite (and NaN) entries replaced by ``value``."""
+        return np.where(np.isfinite(x), x, np.float32(value))
 
     @staticmethod
     def split(x, parts: int):
@@ -109,6 +115,7 @@ def openvino_ops():
         relu = staticmethod(ov.relu)
         exp = staticmethod(ov.exp)
         log = staticmethod(ov.log)
+        finite_or = staticmethod(lambda x, value: ov.select(ov.is_finite(x), x, ov.constant(np.float32(value))))
         split = staticmethod(lambda x, parts: list(ov.split(x, last, parts).outputs()))
         gather = staticmethod(lambda table, ids: ov.gather(table, ids, rows))
         log_softmax = staticmethod(lambda x: ov.log_softmax(x, -1))
@@ -135,6 +142,7 @@ def tensorflow_ops():
         relu = staticmethod(tf.nn.relu)
         exp = staticmethod(tf.exp)
         log = staticmethod(tf.math.log)
+        finite_or = staticmethod(lambda x, value: tf.where(tf.math.is_finite(x), x, tf.constant(value, x.dtype)))
         split = staticmethod(lambda x, parts: tf.split(x, parts, axis=-1))
         gather = staticmethod(tf.gather)
         log_softmax = staticmethod(tf.nn.log_softmax)
