@@ -20,8 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Mapping, Sequence
 
-import numpy as np
-
 from ...config import FEATURE_DIM, TrainConfig
 from .stepping import CompiledStepper
 
