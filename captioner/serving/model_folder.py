@@ -413,14 +413,17 @@ def read_decoder_layers(folder: str | Path) -> dict[str, SavedLayer]:
                 name = group["vars"].attrs.get("name") if "vars" in group else None
                 found = arrays(group)
                 if found and name is None:
-                    raise CheckpointError(f"{path}: the weights of {key!r} carry no layer name (saved by an older "
-                                          "Keras); load the model and save it again with this project's Keras")
-                by_name[str(name)] = found
+                    raise CheckpointError(f"{path}: the weights of {key!r} carry no layer name; load the model "
+                                          "with Keras and save it again with the version in requirements.txt")
+                by_name[name.decode() if isinstance(name, bytes) else str(name)] = found
     except OSError as err:
         raise CheckpointError(f"{path}: unreadable weights ({err})") from err
-    return {layer["config"]["name"]: SavedLayer(layer["class_name"], layer["config"],
-                                                by_name.get(layer["config"]["name"], []))
-            for layer in layer_list}
+    try:
+        return {layer["config"]["name"]: SavedLayer(layer["class_name"], layer["config"],
+                                                    by_name.get(layer["config"]["name"], []))
+                for layer in layer_list}
+    except (KeyError, TypeError) as err:
+        raise CheckpointError(f"{path}: config.json has a layer without a class or name ({err!r})") from err
 
 
 def load_checkpoint(folder: str | Path | None = None, keras: bool = True) -> Checkpoint:
