@@ -81,7 +81,7 @@ def main() -> int:
         atexit.register(spinner.kill)
 
     from captioner.serving.decoders import checkpoint_stepper
-    from captioner.serving.decoders.portable import OPENVINO_THREADS, MergeStepper, portable_stepper
+    from captioner.serving.decoders.portable import OPENVINO_THREADS, NumPyStepper, portable_stepper
     from captioner.serving.model_folder import load_checkpoint
 
     print(f"CPU: {cpu_description()}")
@@ -101,8 +101,7 @@ def main() -> int:
         engines["openvino, 1 thread"] = portable_stepper(args.model, engine="openvino", threads=1)
     if args.blas_unlimited:
         unlimited = portable_stepper(args.model, engine="numpy")
-        for member in getattr(unlimited, "members", [unlimited]):
-            member.blas_threads = None
+        unlimited.blas_threads = None
         engines["numpy, BLAS unlimited"] = unlimited
     print("stepper set-up, s: " + ", ".join(f"{k} {v:.2f}" for k, v in timings.items())
           + " (TensorFlow's after load_checkpoint; the portable ones read decoder.keras themselves)")
@@ -127,7 +126,7 @@ def main() -> int:
         cells = "".join(f"{v:.2f} ({base / v:.2f}x){'' if same[n] else ' DIFF'}".rjust(22) for n, v in ms.items())
         print(f"{label:<17}{cells}")
     print("\nDIFF would mark captions that differ from TensorFlow's. "
-          f"NumPy steps with OpenBLAS limited to {MergeStepper.blas_threads} thread(s); OpenVINO steps on "
+          f"NumPy steps with OpenBLAS limited to {NumPyStepper.blas_threads} thread(s); OpenVINO steps on "
           f"{OPENVINO_THREADS}" + ("; one core kept busy throughout." if args.busy else "."))
     return 0
 

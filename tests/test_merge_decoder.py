@@ -22,12 +22,10 @@ def _model(rnn: str, seed: int = 0):
     return build_merge_model(len(vocab), cfg), vocab, cfg
 
 
-@pytest.mark.parametrize("rnn", ["lstm", "gru"])
-def test_step_log_probs_equal_full_sequence_model(rnn):
+def _assert_steps_equal_full_sequence_model(model, stepper, vocab):
     """Masking bugs in step mode show up as drift at later positions, so compare every position."""
     import keras
 
-    model, vocab, _ = _model(rnn)
     rng = np.random.default_rng(0)
     features = rng.normal(size=(3, 2048)).astype(np.float32)
     captions = ["a dog runs on the grass", "a cat sits", "the dog"]
@@ -35,7 +33,6 @@ def test_step_log_probs_equal_full_sequence_model(rnn):
     width = max(map(len, seqs))
     words = np.array([s + [0] * (width - len(s)) for s in seqs], np.int32)
     full = keras.ops.convert_to_numpy(keras.ops.log_softmax(model([features, words[:, :-1]], training=False), -1))
-    stepper = MergeStepper(model)
     state = stepper.initial_state(features)
     for t in range(width - 1):
         step_log_probs, state = stepper.step(words[:, t], state)
@@ -47,6 +44,44 @@ def test_step_log_probs_equal_full_sequence_model(rnn):
     full_total = float(sum(full[0, t, w] for t, w in enumerate(target)))
     assert sequence_log_prob(stepper, features[0], seqs[0][1:-1], vocab.start_id, vocab.end_id) == \
         pytest.approx(full_total, abs=1e-4)
+
+
+@pytest.mark.parametrize("rnn", ["lstm", "gru"])
+def test_step_log_probs_equal_full_sequence_model(rnn):
+    model, vocab, _ = _model(rnn)
+    _assert_steps_equal_full_sequence_model(model, MergeStepper(model), vocab)
+
+
+@pytest.mark.parametrize("rnn", ["lstm", "gru"])
+def test_tensorflow_step_follows_the_weights_as_training_changes_them(rnn):
+    """Training scores and fine-tunes through one stepper built before the weights change."""
+    model, vocab, _ = _model(rnn, seed=8)
+    stepper = MergeStepper(model)
+    features = np.random.default_rng(3).normal(size=(2, 2048)).astype(np.float32)
+    words = np.full(2, vocab.start_id, np.int32)
+    before = stepper.step(words, stepper.initial_state(features))[0]
+    rnn_layer = model.get_layer("rnn")
+    kernel, recurrent, bias = rnn_layer.get_weights()
+    rnn_layer.set_weights([kernel, recurrent, bias + 0.5])  # the GRU's (2, 3U) bias is read row by row
+    after = stepper.step(words, stepper.initial_state(features))[0]
+    assert np.abs(after - before).max() > 1e-3
+    _assert_steps_equal_full_sequence_model(model, stepper, vocab)  # and it is the changed model's step
+
+
+@pytest.mark.parametrize("engine", ["numpy", "numpy, no input table", "openvino"])
+@pytest.mark.parametrize("rnn", ["lstm", "gru"])
+def test_portable_step_of_the_saved_folder_equals_full_sequence_model(rnn, engine, tmp_path, monkeypatch):
+    """The Keras model against the same step evaluated with NumPy or OpenVINO from its saved folder."""
+    from captioner.serving.decoders import portable
+
+    model, vocab, cfg = _model(rnn, seed=7)
+    save_checkpoint(model, vocab, cfg, tmp_path / "ckpt")
+    if engine == "numpy, no input table":  # the per-step embedding @ kernel of large vocabularies
+        monkeypatch.setattr(portable, "MAX_INPUT_TABLE_BYTES", 0)
+    stepper = portable.portable_stepper(tmp_path / "ckpt", engine=engine.split(",")[0])
+    assert stepper.members[0].is_lstm == (rnn == "lstm")
+    assert (stepper.members[0].kernel is None) == (engine != "numpy, no input table")
+    _assert_steps_equal_full_sequence_model(model, stepper, vocab)
 
 
 def test_save_and_load_reproduce_identical_captions(tmp_path):

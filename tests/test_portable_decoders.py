@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from captioner.serving.decoders.merge import MergeWeights
 from captioner.serving.decoders.portable import (
-    MergeStepper, OpenVINOStepper, PortableEnsembleStepper, PortableUnavailable, log_softmax, portable_stepper,
-    read_keras_weights)
-from captioner.serving.model_folder import CheckpointError
+    NumPyStepper, OpenVINOStepper, PortableUnavailable, log_softmax, portable_stepper)
+from captioner.serving.model_folder import CheckpointError, read_decoder_layers
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
@@ -78,10 +78,15 @@ def portable_side():
 
 # ------------------------------------------------------------------------------------ the weights
 
+def read_keras_weights(folder: Path) -> dict[str, list[np.ndarray]]:
+    """Layer name -> weight arrays, for the layers of the folder's decoder.keras that have any."""
+    return {name: layer.weights for name, layer in read_decoder_layers(folder).items() if layer.weights}
+
+
 @pytest.mark.parametrize("name", ["merge-lstm", "merge-gru"])
 def test_weights_read_from_the_zip_are_the_keras_layers_weights(name, tensorflow_side):
     checkpoint, _ = tensorflow_side(name)
-    read = read_keras_weights(MODELS / name / "decoder.keras")
+    read = read_keras_weights(MODELS / name)
     expected = {layer.name: layer.get_weights() for layer in checkpoint.model.layers if layer.get_weights()}
     assert set(read) == set(expected) == {"image_dense", "embedding", "rnn", "merge_dense", "logits"}
     for layer, arrays in expected.items():
@@ -105,7 +110,7 @@ def test_float16_storage_is_widened_and_steps_the_same(tmp_path, features, tenso
     with zipfile.ZipFile(folder / "decoder.keras") as archive, \
             h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as store:
         assert store["layers/gru/cell/vars/0"].dtype == np.float16  # really stored as float16
-    weights = read_keras_weights(folder / "decoder.keras")
+    weights = read_keras_weights(folder)
     assert all(a.dtype == np.float32 for arrays in weights.values() for a in arrays)
     tf_stepper = checkpoint_stepper(load_checkpoint(folder))
     for engine in ("numpy", "openvino"):
@@ -164,12 +169,40 @@ def test_captions_match_tensorflow(name, engine, beam_width, features, tensorflo
             assert [h[0].log_prob for h in got] == pytest.approx([h[0].log_prob for h in want], abs=1e-3)
 
 
-def test_ensemble_steppers_vote_like_the_ensemble(portable_side):
-    ensemble = portable_side("merge-ensemble", "numpy")
-    assert isinstance(ensemble, PortableEnsembleStepper)
-    assert [type(m) for m in ensemble.members] == [MergeStepper, MergeStepper]
+@pytest.mark.parametrize("engine", ENGINES)
+def test_ensemble_steppers_vote_like_the_ensemble(engine, features, portable_side):
+    """The ensemble's step is its members' steps and the mean of their probabilities."""
+    ensemble = portable_side("merge-ensemble", engine)
+    assert isinstance(ensemble, {"numpy": NumPyStepper, "openvino": OpenVINOStepper}[engine])
+    assert [type(m) for m in ensemble.members] == [MergeWeights, MergeWeights]
     assert [m.is_lstm for m in ensemble.members] == [True, False]
-    assert isinstance(portable_side("merge-ensemble", "openvino"), OpenVINOStepper)
+    singles = [portable_side(name, engine) for name in ("merge-lstm", "merge-gru")]
+    words = np.full(len(features), 1, np.int32)
+    mixed, state = ensemble.step(words, ensemble.initial_state(features))
+    each = [s.step(words, s.initial_state(features)) for s in singles]
+    np.testing.assert_allclose(np.exp(mixed), (np.exp(each[0][0]) + np.exp(each[1][0])) / 2, atol=1e-6, rtol=1e-4)
+    for got, want in zip(state, [*each[0][1], *each[1][1]]):  # the members' states side by side
+        np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_decoder_layers_need_the_names_keras_saves(tmp_path):
+    """decoder.keras names each layer's weight group; a file without those names is refused clearly."""
+    import h5py, io  # noqa: E401
+
+    folder = tmp_path / "nameless"
+    folder.mkdir()
+    with zipfile.ZipFile(MODELS / "merge-lstm" / "decoder.keras") as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    buf = io.BytesIO(entries["model.weights.h5"])
+    with h5py.File(buf, "r+") as store:
+        for key in store["layers"]:
+            store["layers"][key]["vars"].attrs.pop("name", None)
+    entries["model.weights.h5"] = buf.getvalue()
+    with zipfile.ZipFile(folder / "decoder.keras", "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    with pytest.raises(CheckpointError, match="carry no layer name"):
+        read_decoder_layers(folder)
 
 
 # ------------------------------------------------------------------------------------ no TensorFlow

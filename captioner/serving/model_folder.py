@@ -366,11 +366,80 @@ def _weights_to_float16(path: Path) -> None:
             archive.writestr(name, data)
 
 
+@dataclass(frozen=True)
+class SavedLayer:
+    """One layer of a saved decoder: its Keras class, its settings and its weights."""
+
+    class_name: str  # "Dense", "LSTM", ...
+    config: dict  # the layer's config as decoder.keras's config.json stores it
+    weights: list  # NumPy arrays in Keras order (Dense: kernel, bias; LSTM/GRU: kernel, recurrent kernel, bias)
+
+
+def read_decoder_layers(folder: str | Path) -> dict[str, SavedLayer]:
+    """Layer name ("image_dense", "rnn", ...) -> SavedLayer of a single folder's decoder.keras, read with
+    zipfile, json and h5py only (no TensorFlow, no Keras); floating-point weights as float32 (float16
+    storage widened back). Layers without variables have ``weights == []``.
+
+    The one place that knows the file's layout: a zip of config.json (the layer graph) and
+    model.weights.h5, where each layer's variables sit in a group ``layers/<key>/vars/0, 1, ...`` (an
+    RNN's under its child ``cell``) whose ``name`` attribute is the layer's own name."""
+    import io
+    import zipfile
+
+    import h5py
+    import numpy as np
+
+    path = Path(folder) / DECODER_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read(KERAS_CONFIG_ENTRY))
+            weights_bytes = archive.read(KERAS_WEIGHTS_ENTRY)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
+        raise CheckpointError(f"{path}: not a readable .keras file ({type(err).__name__}: {err})") from err
+    layer_list = (config.get("config") or {}).get("layers") if isinstance(config, dict) else None
+    if not isinstance(layer_list, list):
+        raise CheckpointError(f"{path}: not a functional Keras model (its config.json lists no layers)")
+
+    def arrays(group) -> list:
+        """A saved object's own ``vars/0, 1, ...`` in order, then its children's (an RNN layer's cell)."""
+        found = []
+        if "vars" in group:
+            for key in sorted(group["vars"], key=int):
+                data = np.asarray(group["vars"][key][()])
+                found.append(data.astype(np.float32) if np.issubdtype(data.dtype, np.floating) else data)
+        for key in sorted(group):
+            if key != "vars" and isinstance(group[key], h5py.Group):
+                found += arrays(group[key])
+        return found
+
+    by_name: dict[str, list] = {}
+    try:
+        with h5py.File(io.BytesIO(weights_bytes), "r") as store:
+            for key, group in (store["layers"].items() if "layers" in store else ()):
+                name = group["vars"].attrs.get("name") if "vars" in group else None
+                found = arrays(group)
+                if found and name is None:
+                    raise CheckpointError(f"{path}: the weights of {key!r} carry no layer name; load the model "
+                                          "with Keras and save it again with the version in requirements.txt")
+                by_name[name.decode() if isinstance(name, bytes) else str(name)] = found
+    except OSError as err:
+        raise CheckpointError(f"{path}: unreadable weights ({err})") from err
+    try:
+        return {layer["config"]["name"]: SavedLayer(layer["class_name"], layer["config"],
+                                                    by_name.get(layer["config"]["name"], []))
+                for layer in layer_list}
+    except (KeyError, TypeError) as err:
+        raise CheckpointError(f"{path}: config.json has a layer without a class or name ({err!r})") from err
+
+
 def load_checkpoint(folder: str | Path | None = None, keras: bool = True) -> Checkpoint:
     """Load and cross-check a model folder (default: the default model), single or ensemble.
 
     ``keras=False`` reads everything but the Keras decoder (``model`` stays None): for serving on
-    ``decoders/portable.py``'s steppers, which read the weights themselves, with no TensorFlow."""
+    ``decoders/portable.py``'s steppers, which read the weights through ``read_decoder_layers``, with no
+    TensorFlow."""
     folder = Path(folder) if folder else default_model_dir()
     if is_ensemble_folder(folder):
         return _load_ensemble(folder, keras)

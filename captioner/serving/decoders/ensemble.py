@@ -2,17 +2,32 @@
 
 It is itself a step model (``initial_state``, ``step``, ``reorder``), so greedy and beam search run
 over it unchanged. Each step averages the members' next-word *probabilities* (not log-probabilities:
-a word one member rules out is not vetoed by it). When every member is a compiled stepper, their steps
-are fused into one TensorFlow function (one call per step, not one per member plus NumPy glue).
+a word one member rules out is not vetoed by it): ``vote``, written once against the ops of ``ops.py``
+and used by every engine (here on NumPy and TensorFlow, in ``portable.py`` on NumPy and OpenVINO). When
+every member is a compiled stepper, their steps are fused into one TensorFlow function (one call per
+step, not one per member plus NumPy glue).
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import numpy as np
 
 from ..decoding import reorder_state
+from .ops import NUMPY
 from .stepping import CompiledStepper, tf_constant
+
+
+def vote(ops, log_probs: Sequence):
+    """The members' (B, V) next-word log-probs -> (B, V) log of their mean probability, computed as
+    ``peak + log(mean(exp(log_p - peak)))`` with the element-wise peak over members (no overflow). A word
+    every member rules out (-inf) stays at -inf, without NaNs: its peak is taken as 0."""
+    if len(log_probs) == 1:
+        return log_probs[0]
+    peak = ops.finite_or(functools.reduce(ops.maximum, log_probs), 0.0)
+    total = functools.reduce(ops.add, [ops.exp(ops.subtract(lp, peak)) for lp in log_probs])
+    return ops.add(peak, ops.log(ops.multiply(total, ops.constant(1.0 / len(log_probs)))))
 
 
 class EnsembleStepper:
@@ -35,13 +50,14 @@ class EnsembleStepper:
         """One concrete function for the whole ensemble step, and one for reordering every state."""
         import tensorflow as tf
 
+        from .ops import tensorflow_ops
+
         compiled = [m.compiled_step for m in self.members]  # (step function, state specs) per member
         sizes = [len(specs) for _, specs in compiled]
         specs = [spec for _, member_specs in compiled for spec in member_specs]
         steps = [step for step, _ in compiled]
-        log_k = float(np.log(len(self.members)))
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.int32), *specs])
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int32), *specs], autograph=False)
         def step(words, *state):
             log_probs, new_state, i = [], [], 0
             for member_step, n in zip(steps, sizes):
@@ -49,8 +65,7 @@ class EnsembleStepper:
                 log_probs.append(member_log_probs)
                 new_state += rest[:n]
                 i += n
-            mean = tf.reduce_logsumexp(tf.stack(log_probs), axis=0) - log_k  # (B, V): log of the mean probability
-            return (mean, *new_state)
+            return (vote(tensorflow_ops(), log_probs), *new_state)
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.int32), *specs])
         def reorder(rows, *state):
@@ -68,12 +83,8 @@ class EnsembleStepper:
             log_probs, *new_state = self._fused[0](tf_constant(words, np.int32), *state)
             return log_probs.numpy(), tuple(new_state)
         outputs = [m.step(words, s) for m, s in zip(self.members, state)]
-        stacked = np.stack([np.asarray(lp, np.float64) for lp, _ in outputs])  # (K, B, V)
-        peak = stacked.max(axis=0)
-        peak = np.where(np.isfinite(peak), peak, 0.0)  # a word every member rules out: no -inf - -inf
-        with np.errstate(divide="ignore"):  # ... and it stays at -inf
-            mean = peak + np.log(np.exp(stacked - peak).mean(axis=0))
-        return mean.astype(np.float32), tuple(s for _, s in outputs)
+        mean = vote(NUMPY, [np.asarray(lp, np.float32) for lp, _ in outputs])
+        return mean, tuple(s for _, s in outputs)
 
     def reorder(self, state: tuple, rows: Sequence[int]) -> tuple:
         if self._fused:
