@@ -15,7 +15,8 @@ score, from about 0.4 up the caption names the main subject and what it is doing
 ("a man in a wetsuit is surfing in the ocean" for a boy jumping off a body board into the ocean);
 between 0.2 and 0.4 it is half right (the right subject doing the wrong thing, or only a vague "a man on
 a motorcycle"), and below 0.2 mostly wrong or generic ("a group of people sit on a bench" for three
-people in massage chairs). For the shipped ensemble 44% of held-out captions are good.
+people in massage chairs). Each model's share of good held-out captions
+is in its card and in docs/CONFIDENCE.md.
 
 **Fitting** uses only training images: the domain check and the neighbour index on the training photos
 (minus the held-out ones; the index stores their reference captions as hashed n-gram counts, no caption

@@ -51,12 +51,12 @@ def make_dataset(features: np.ndarray, image_index: np.ndarray, sequences: np.nd
                  shuffle: bool, seed: int, bucket: bool = True, augmented: "AugmentedViews | None" = None):
     """tf.data of ``((features (B, ...), words (B, T)), targets (B, T), mask weights (B, T))``.
 
-    ``features`` (N_images, ...) stays a NumPy array (the spatial grids of Flickr8k are 2.9 GB at
-    float16, over TensorFlow's 2 GB limit for constants); each batch gathers its rows from it.
+    ``features`` (N_images, ...) stays a NumPy array (a spatial grid cache can exceed TensorFlow's
+    2 GB limit for constants); each batch gathers its rows from it.
 
     Captions are grouped into batches of similar length and padded only to their batch's longest, so
     the RNN does not spend most of its steps on padding (Flickr8k captions average 12 words, the
-    longest 30+): about 2-3x faster per epoch on a CPU than padding everything to the maximum.
+    longest 30+), so an epoch does far less work than padding everything to the maximum.
     ``bucket=False`` pads every batch to the full width instead (fixed shapes, for multi-worker runs).
 
     ``augmented``: each caption is paired, with probability ``augmented.probability``, with its image's

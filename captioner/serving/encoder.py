@@ -71,7 +71,7 @@ class XceptionEncoder:
         self.weights_digest = weights_digest
         self.precision = precision
         # features differ slightly by precision, so each has its own cache folder (OpenVINO float32 shares
-        # TensorFlow float32's: they agree to float rounding, cosine >= 0.9999999 on Flickr8k dev)
+        # TensorFlow float32's: they agree to float rounding: figure h in docs/PERFORMANCE.md)
         self.cache_key = weights_digest[:16] + ("" if precision == "float32" else f"-{precision}")
         self._model = None
         if backend not in BACKENDS:

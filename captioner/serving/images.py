@@ -29,8 +29,8 @@ MAX_PIXELS = 64_000_000  # about 8000x8000; beyond that it is a decompression bo
 MAX_DECODE_BYTES = 512 * 2**20
 # A JPEG is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, ``Image.draft``) when both sides
 # stay at least this long: every use shrinks it to 299x299 (the encoder) or 640 px at most (thumbnails),
-# and preprocess_image's resize would box-reduce it to about 3x299 first anyway. A 12-megapixel phone
-# photo loads and preprocesses 2.7x faster (bench/run.py, figure k). None: always decode at full size.
+# and preprocess_image's resize would box-reduce it to about 3x299 first anyway. Phone photos load and
+# preprocess several times faster (figure k in docs/PERFORMANCE.md). None: always decode at full size.
 DECODE_AT_LEAST: int | None = 3 * IMAGE_SIZE
 
 ImageSource = Union[str, Path, bytes, bytearray, BinaryIO, Image.Image]

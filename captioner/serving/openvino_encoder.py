@@ -27,7 +27,7 @@ from ..config import IMAGE_SIZE
 
 PERFORMANCE_HINT = "LATENCY"  # one stream over all cores: the app captions one picture at a time
 # Largest batch one inference runs: past it the activations outgrow the caches and every image gets
-# slower (Xeon, 2 cores: 63 ms per image at batch 1, 62 at 8, 79 at 32), so bigger batches are split.
+# slower (docs/PERFORMANCE.md, "The encoder"), so bigger batches are split.
 MAX_BATCH = 8
 conversions = 0  # Keras -> IR conversions done in this process (tests check the cache is reused)
 

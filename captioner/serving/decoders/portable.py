@@ -12,12 +12,12 @@ in one flat tuple. ``portable_stepper`` builds them from a model folder with jso
 ``PortableUnavailable``: they step on TensorFlow.
 
 BLAS threads: NumPy's OpenBLAS splits even these small (rows x 512) @ (512 x V) products over every
-core, and when the cores are busy (a training, other requests) a step gets 10-30x slower. So each
+core, and when the cores are busy (a training, other requests) a step gets many times slower. So each
 NumPy step runs with OpenBLAS limited to ``NumPyStepper.blas_threads`` (1) through threadpoolctl
 (installed with scikit-learn). OpenVINO's step is compiled for ``OPENVINO_THREADS`` (two where the
-machine has them): its thread pool shares the work out without spinning, so on an idle 2-core machine a
-beam-3 caption's steps take 1.3x less time than on one thread, and with the other core kept busy about
-10% more (``bench/portable_steps.py`` and ``--busy``).
+machine has them): its thread pool shares the work out without spinning, so two threads help on an idle
+machine and cost little on a busy one (``bench/portable_steps.py`` and ``--busy``; figures in
+docs/PERFORMANCE.md).
 """
 from __future__ import annotations
 
@@ -181,8 +181,8 @@ class OpenVINOStepper(PortableStepper):
     and the members' image projections (``initial_state``) into a second one.
 
     Why it exists: once several rows share a step (beams, images) its small-batch matrix products read
-    each weight once for all rows, where OpenBLAS's small matrix products do not (per step of the default
-    ensemble: 1.6-2x faster than NumPy at 3 and 24 rows, the same at 1 row; ``bench/portable_steps.py``)."""
+    each weight once for all rows, where OpenBLAS's small matrix products do not (faster than
+    NumPy once several rows share a step, the same at one row; ``bench/portable_steps.py``)."""
 
     def __init__(self, members: Sequence[merge.MergeWeights], threads: int | None = None):
         super().__init__(members)
