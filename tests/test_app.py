@@ -44,7 +44,7 @@ def test_upload_caption_and_speak(library_captioner):
     at.file_uploader[0].set_value(("cat.jpg", data, "image/jpeg")).run()
     _describe(at)
     [result] = library_captioner.caption([data], library_captioner.default_decode(beam_width=3, n_best=3))
-    assert _captions(at) == [result.hedged.lower()]  # the page shows what the library computes
+    assert _captions(at) == [result.hedged.rstrip(".").lower()]  # the page shows what the library computes
     assert any("Done: 1 of 1" in s.value for s in at.success)
     [alternatives, details] = at.table  # alternatives in words; raw scores inside the details expander
     assert [row for row in alternatives.value.iloc[:, 0]] == [c.text for c in result.captions[1:]]
@@ -64,18 +64,28 @@ def test_greedy_mode_and_several_files_with_a_bad_one(library_captioner):
                                    ("astronaut.jpg", good, "image/jpeg")]).run()
     _describe(at)
     [greedy] = library_captioner.caption([good], library_captioner.default_decode(beam_width=1))
-    assert _captions(at) == [greedy.hedged.lower()]
+    assert _captions(at) == [greedy.hedged.rstrip(".").lower()]
     errors = [e.value for e in at.error]
     assert len(errors) == 1 and "notes.png" in errors[0] and "not a recognised image format" in errors[0]
     assert any("1 of 2" in w.value for w in at.warning)
 
 
-def test_sample_button_captions_a_bundled_photo():
+def test_sample_button_captions_a_bundled_photo(library_captioner):
+    """Catches a sample button that captions another photo (the first sample, the previous one) or shows a
+    caption other than the library's: the page must show what Captioner.caption says of rocket.jpg itself,
+    and that caption differs from every other sample's, so a mix-up cannot pass."""
+    import json
+
     at = _app()
     at.radio[0].set_value("Sample").run()
     at.button(key="sample-rocket").click().run()
     _describe(at)
-    assert len(_captions(at)) == 1 and len(_captions(at)[0].split()) >= 3
+    decode = library_captioner.default_decode(beam_width=3)
+    files = [s["file"] for s in json.loads((ASSETS / "samples.json").read_text(encoding="utf-8"))]
+    results = dict(zip(files, library_captioner.caption([ASSETS / f for f in files], decode)))
+    assert [m.value for m in at.markdown if m.value.startswith("### ")] == [f"### {results['rocket.jpg'].hedged}"]
+    others = {results[f].hedged.lower() for f in files if f != "rocket.jpg"}
+    assert results["rocket.jpg"].hedged.lower() not in others
 
 
 def test_missing_weights_explain_the_fix(tmp_path, monkeypatch):
@@ -156,7 +166,7 @@ def test_unfamiliar_sample_shows_the_warning_and_a_low_band(library_captioner):
     assert result.assessment is not None and not result.assessment.in_domain
     warnings = [w.value for w in at.warning]
     assert any(w.startswith("This doesn't look like the photos I learned from") for w in warnings)
-    assert _captions(at) == [result.hedged.lower()] and _captions(at)[0].startswith("maybe ")
+    assert _captions(at) == [result.hedged.rstrip(".").lower()] and _captions(at)[0].startswith("maybe ")
     [badge] = _band_badges(at)
     assert "Low confidence" in badge and ":material/report:" in badge  # a shape as well as a colour
     assert at.code[0].value.startswith("This doesn't look like")  # the copy text says the warning too
@@ -179,7 +189,7 @@ def test_familiar_sample_is_labelled_and_not_warned(library_captioner):
     [badge] = _band_badges(at)
     assert f"{result.assessment.band.capitalize()} confidence" in badge
     assert f"{result.assessment.confidence:.0%}" in badge
-    assert _captions(at) == [result.hedged.lower()]
+    assert _captions(at) == [result.hedged.rstrip(".").lower()]
 
 
 def wav_seconds(audio: bytes) -> float:
