@@ -205,13 +205,26 @@ def test_camera_photo_is_captioned(server, library, tmp_path):
         wait = WebDriverWait(driver, WAIT_S)
         driver.get(url)
         choose_radio(driver, wait, "Camera")
-        shutter = wait.until(EC.element_to_be_clickable(
-            (By.CSS_SELECTOR, "[data-testid='stCameraInputButton']")))
         wait.until(lambda d: d.execute_script(
             "const v = document.querySelector(\"[data-testid='stCameraInput'] video\"); return v && v.readyState >= 2"))
-        shutter.click()
-        photo = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "[data-testid='stCameraInput'] img")))
-        wait.until(lambda d: photo.get_attribute("src"))
+
+        def photo_taken(d):
+            """The captured photo once it is shown; until then press the shutter (a press before the stream is
+            really live, or during a redraw, takes nothing, so it is pressed again on the next poll)."""
+            from selenium.common.exceptions import WebDriverException
+
+            photos = d.find_elements(By.CSS_SELECTOR, "[data-testid='stCameraInput'] img")
+            if photos and photos[0].get_attribute("src"):
+                return photos[0]
+            try:
+                button = d.find_element(By.CSS_SELECTOR, "[data-testid='stCameraInputButton']")
+                if "Take Photo" in button.text:  # never "Clear photo"
+                    button.click()
+            except WebDriverException:  # not there yet, disabled or redrawn: try on the next poll
+                pass
+            return False
+
+        WebDriverWait(driver, WAIT_S, poll_frequency=2).until(photo_taken)
         sent = element_bytes(driver, "[data-testid='stCameraInput'] img")
         captured = np.asarray(Image.open(io.BytesIO(sent)).convert("RGB").resize((64, 48)), dtype=float)
         original = np.asarray(source.convert("RGB").resize((64, 48)), dtype=float)
