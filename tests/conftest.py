@@ -14,6 +14,17 @@ ASSETS = ROOT / "assets"
 sys.path.insert(0, str(ROOT / "tools"))  # browser sessions, the hostile-file corpus, the load test
 
 
+def data_missing(err: Exception | str) -> None:
+    """The Flickr8k data folder (../shared/flickr8k or $CAPTIONER_DATA) is not here: skip on a
+    developer's machine, but FAIL on CI (CI=true), where a missing folder is a broken setup that would
+    otherwise pass silently by skipping every test that reads real data."""
+    message = (f"the Flickr8k data folder is missing ({err}); put it at ../shared/flickr8k or set "
+               "CAPTIONER_DATA=DIR")
+    if os.environ.get("CI", "").lower() in ("true", "1"):
+        pytest.fail(f"CI=true: {message}", pytrace=False)
+    pytest.skip(message)
+
+
 @pytest.fixture
 def make_image(tmp_path):
     """Write a small coloured JPEG/PNG and return its path."""

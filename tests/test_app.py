@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import pytest
 
+from audio_checks import sounds_alike, wav_seconds
+from captioner.serving.sentence import finish
+from captioner.serving.speech import espeak_speak
 from conftest import ASSETS, ROOT
 
 pytestmark = pytest.mark.usefixtures("xception_weights")
@@ -35,6 +38,9 @@ def _captions(at) -> list[str]:
 
 
 def test_upload_caption_and_speak(library_captioner):
+    """The page shows the library's caption; spoken by the offline voice, chosen explicitly, the audio is
+    espeak-ng saying result.sentence. Catches audio of another text (the warning dropped, the bare caption):
+    its length and loudness envelope differ."""
     from captioner.serving.model_folder import default_model_dir, describe_model
 
     at = _app()
@@ -50,11 +56,17 @@ def test_upload_caption_and_speak(library_captioner):
     [alternatives, details] = at.table  # alternatives in words; raw scores inside the details expander
     assert [row for row in alternatives.value.iloc[:, 0]] == [c.text for c in result.captions[1:]]
     assert all("less likely" in w or "as likely" in w for w in alternatives.value.iloc[:, 1])
+    at.sidebar.radio(key="voice").set_value("espeak").run()  # the offline voice, chosen as a person would
     at.button(key="speak-0").click().run()
     assert not at.exception
-    audio = at.get("audio")
-    assert len(audio) == 1
-    assert any("Voice used:" in c.value for c in at.caption)
+    assert len(at.get("audio")) == 1
+    assert any(c.value.startswith("Voice used: espeak-ng") for c in at.caption)
+    # the page says the sentence it shows: as long as espeak-ng takes for result.sentence, and sounding like it
+    spoken = at.session_state["speech-0"]
+    expected = espeak_speak(result.sentence, "en")
+    assert spoken.text == result.sentence and spoken.mime == "audio/wav"
+    assert wav_seconds(spoken.audio) == pytest.approx(wav_seconds(expected), rel=0.03)
+    assert sounds_alike(spoken.audio, expected) > 0.9
 
 
 def test_greedy_mode_and_several_files_with_a_bad_one(library_captioner):
@@ -71,12 +83,22 @@ def test_greedy_mode_and_several_files_with_a_bad_one(library_captioner):
     assert any("1 of 2" in w.value for w in at.warning)
 
 
-def test_sample_button_captions_a_bundled_photo():
+def test_sample_button_captions_a_bundled_photo(library_captioner):
+    """Catches a sample button that captions another photo (the first sample, the previous one) or shows a
+    caption other than the library's: the page must show what Captioner.caption says of rocket.jpg itself,
+    and that caption differs from every other sample's, so a mix-up cannot pass."""
+    import json
+
     at = _app()
     at.radio[0].set_value("Sample").run()
     at.button(key="sample-rocket").click().run()
     _describe(at)
-    assert len(_captions(at)) == 1 and len(_captions(at)[0].split()) >= 3
+    decode = library_captioner.default_decode(beam_width=3)
+    files = [s["file"] for s in json.loads((ASSETS / "samples.json").read_text(encoding="utf-8"))]
+    results = dict(zip(files, library_captioner.caption([ASSETS / f for f in files], decode)))
+    assert [m.value for m in at.markdown if m.value.startswith("### ")] == [f"### {results['rocket.jpg'].hedged}"]
+    others = {results[f].hedged.lower() for f in files if f != "rocket.jpg"}
+    assert results["rocket.jpg"].hedged.lower() not in others
 
 
 def test_missing_weights_explain_the_fix(tmp_path, monkeypatch):
@@ -149,7 +171,10 @@ def _band_badges(at) -> list[str]:
 
 
 def test_unfamiliar_sample_shows_the_warning_and_a_low_band(library_captioner):
-    """A generated text page: the warning comes first, the caption is hedged, the band is said in words."""
+    """A generated text page: the warning comes first, the caption is hedged, the band is said in words.
+    Spoken by the offline voice, chosen explicitly: catches audio that leaves the warning out or says it
+    after the caption (the audio lasts the hedged caption plus about the warning, and starts as the
+    warning alone does)."""
     at = _app()
     at.radio[0].set_value("Sample").run()
     at.button(key="sample-text-page").click().run()
@@ -162,10 +187,14 @@ def test_unfamiliar_sample_shows_the_warning_and_a_low_band(library_captioner):
     [badge] = _band_badges(at)
     assert "Low confidence" in badge and ":material/report:" in badge  # a shape as well as a colour
     assert at.code[0].value.startswith("This doesn't look like")  # the copy text says the warning too
+    at.sidebar.radio(key="voice").set_value("espeak").run()
     at.button(key="speak-0").click().run()
-    spoken = at.session_state["speech-0"].text
-    assert spoken.startswith("This doesn't look like") and "Maybe " in spoken  # the warning first, then the hedge
-    assert len(at.get("audio")) == 1
+    spoken = at.session_state["speech-0"]
+    assert spoken.text == result.sentence and spoken.text.startswith("This doesn't look like") and "Maybe " in spoken.text
+    assert len(at.get("audio")) == 1 and spoken.engine.startswith("espeak-ng")
+    hedged, warning = espeak_speak(result.hedged, "en"), espeak_speak(finish(result.warning, "en"), "en")
+    assert wav_seconds(spoken.audio) - wav_seconds(hedged) == pytest.approx(wav_seconds(warning), rel=0.1)
+    assert sounds_alike(spoken.audio, warning) > 0.9 and sounds_alike(spoken.audio, hedged, end=True) > 0.9
 
 
 def test_familiar_sample_is_labelled_and_not_warned(library_captioner):
@@ -194,10 +223,10 @@ def wav_seconds(audio: bytes) -> float:
 
 def test_picking_german_gives_a_german_caption_alt_text_and_voice():
     """One "Language" choice sets the model and the voice: the page shows, copies and speaks the German
-    model's caption, hedged in German, with the German espeak-ng voice."""
+    model's caption, hedged in German, with the German espeak-ng voice. Catches the sentence read by the
+    English voice: its length is within 3 % here, but its loudness envelope is not the German voice's."""
     from captioner import Captioner
     from captioner.serving.model_folder import CheckpointError
-    from captioner.serving.speech import espeak_speak
 
     try:
         german = Captioner.load(lang="de", allow_download=False)
@@ -216,13 +245,16 @@ def test_picking_german_gives_a_german_caption_alt_text_and_voice():
     [heading] = [m.value for m in at.markdown if m.value.startswith("### ")]
     assert heading == f"### {expected.hedged}"  # the German model's words, hedged in German
     assert at.code[0].value == expected.sentence  # copy text and alt text
+    at.sidebar.radio(key="voice").set_value("espeak").run()  # the offline voice, chosen explicitly
     at.button(key="speak-0").click().run()
     spoken = at.session_state["speech-0"]
     assert spoken.text == expected.sentence
     assert any(c.value.startswith("Stimme: ") and "Deutsch" in c.value for c in at.caption)  # in German
     assert spoken.lang == "de"
-    if spoken.engine.startswith("espeak"):  # offline: as long as the German voice takes to say that text
-        assert abs(wav_seconds(spoken.audio) / wav_seconds(espeak_speak(expected.sentence, "de")) - 1) < 0.03
+    assert spoken.engine.startswith("espeak-ng")
+    german_voice = espeak_speak(expected.sentence, "de")  # as long as the German voice takes to say that text
+    assert wav_seconds(spoken.audio) == pytest.approx(wav_seconds(german_voice), rel=0.03)
+    assert sounds_alike(spoken.audio, german_voice) > 0.9
 
 
 @pytest.mark.parametrize("lang", ["de", "zh", "fr", "es"])

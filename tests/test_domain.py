@@ -9,7 +9,7 @@ import pytest
 
 from captioner.pipeline import nonphotos
 from captioner.serving.domain import DomainCheck, DomainError, pooled_features
-from conftest import ROOT
+from conftest import ROOT, data_missing
 
 DEV_PHOTO = "3515904775_f8acc5909e.jpg"  # a Flickr8k dev photo: a dog carrying a ball out of the water
 
@@ -97,8 +97,8 @@ def test_dev_photo_is_not_flagged(encoder, shipped):
     try:
         dataset = load_dataset()
     except DataError as err:
-        pytest.skip(f"no Flickr8k data folder to take a dev photo from: {err}")
+        data_missing(err)
     if DEV_PHOTO not in dataset.split_names("dev"):
-        pytest.skip(f"{DEV_PHOTO} is not a dev image of {dataset.image_dir.parent}")
+        data_missing(f"{DEV_PHOTO} is not a dev image of {dataset.image_dir.parent}")
     [verdict] = shipped.check(_pooled(encoder, [load_image(dataset.image_path(DEV_PHOTO))]))
     assert verdict.in_domain, verdict.reason

@@ -25,14 +25,40 @@ def test_preprocess_shape_range_and_squash():
     np.testing.assert_allclose(x[150, 150], [1.0, -1.0, 128 / 127.5 - 1], atol=1e-2)
 
 
-def test_exif_rotation_is_applied():
-    # A 40x20 picture, left half black, stored with "rotate 90" orientation: upright it is 20x40.
+def _corner_colours(img: Image.Image) -> dict[str, tuple]:
+    """The colour at each corner of an RGB picture (a few pixels in, away from JPEG edge ringing)."""
+    w, h = img.size
+    return {"top-left": img.getpixel((3, 3)), "top-right": img.getpixel((w - 4, 3)),
+            "bottom-left": img.getpixel((3, h - 4)), "bottom-right": img.getpixel((w - 4, h - 4))}
+
+
+def _red(pixel) -> bool:
+    r, g, b = pixel
+    return r > 180 and g < 80 and b < 80
+
+
+@pytest.mark.parametrize("orientation, corner", [
+    (1, "top-left"),  # stored upright: nothing moves
+    (3, "bottom-right"),  # rotate 180
+    (6, "top-right"),  # display rotated 90 clockwise: the stored top-left corner goes to the top right
+    (8, "bottom-left"),  # display rotated 90 anticlockwise: it goes to the bottom left
+])
+def test_exif_rotation_is_applied(orientation, corner):
+    """Catches an EXIF orientation that is ignored, or applied the wrong way round (clockwise for 8,
+    anticlockwise for 6, a mirror): a 40x20 white picture with a red top-left corner must come out with
+    the red where a phone's viewer shows it, and 20x40 for the quarter turns."""
     img = Image.new("RGB", (40, 20), (255, 255, 255))
-    img.paste((0, 0, 0), (0, 0, 20, 20))
+    img.paste((255, 0, 0), (0, 0, 10, 10))
     exif = Image.Exif()
-    exif[0x0112] = 6  # orientation: rotate 90 CW to display
-    upright = load_image(_bytes(img, "JPEG", exif=exif.tobytes()))
-    assert upright.size == (20, 40)
+    exif[0x0112] = orientation
+    upright = load_image(_bytes(img, "JPEG", quality=95, exif=exif.tobytes()))
+    assert upright.size == ((20, 40) if orientation in (6, 8) else (40, 20))
+    # the reference is Pillow's plain rotation of the stored pixels, written out here per orientation
+    expected = {1: img, 3: img.transpose(Image.Transpose.ROTATE_180), 6: img.transpose(Image.Transpose.ROTATE_270),
+                8: img.transpose(Image.Transpose.ROTATE_90)}[orientation]
+    assert _red(_corner_colours(expected)[corner])  # the table above agrees with the reference rotation
+    colours = _corner_colours(upright)
+    assert [c for c, pixel in colours.items() if _red(pixel)] == [corner], colours
 
 
 def test_modes_are_flattened_to_rgb():

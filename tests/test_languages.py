@@ -14,6 +14,7 @@ from captioner.config import DecodeConfig, TrainConfig
 from captioner.pipeline.data import DataError, clean_caption, load_dataset, resolve_data_dir
 from captioner.serving.sentence import hedge, out_of_domain_warning
 from captioner.serving.languages import LANGUAGES, LanguageError, language, truecase_table
+from conftest import data_missing
 
 LETTERS = {"de": "abcdefghijklmnopqrstuvwxyzäöüß", "fr": "abcdefghijklmnopqrstuvwxyzéèêàâçîïôûùœ",
            "es": "abcdefghijklmnopqrstuvwxyzáéíóúñü"}
@@ -100,7 +101,7 @@ def test_the_real_i18n_files_read_with_the_official_splits(code):
     try:
         dataset = load_dataset(resolve_data_dir(None), code)
     except DataError as err:
-        pytest.skip(f"no Flickr8k i18n data here: {err}")
+        data_missing(err)
     per_image = 1 if code in ("fr", "es") else 5
     assert dataset.malformed_lines == 0 and len(dataset.split_names("dev")) > 900
     sample = dataset.captions[dataset.split_names("train")[0]]
@@ -116,7 +117,7 @@ def _tiny_language_data(code: str):
     try:
         full = load_dataset(resolve_data_dir(None), code)
     except DataError as err:
-        pytest.skip(f"no Flickr8k i18n data here: {err}")
+        data_missing(err)
     from captioner.pipeline.data import CaptionDataset
 
     train, dev = full.split_names("train")[:70], full.split_names("dev")[:10]

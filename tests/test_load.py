@@ -14,7 +14,7 @@ def test_eight_simultaneous_sessions():
     report = run_load_test(8)
     assert report["errors"] == []
     captioner = Captioner.load(allow_download=False)
-    expected = {p.name: captioner.caption([p])[0].hedged.lower() for p in ASSETS.glob("*.jpg")}
+    expected = {p.name: captioner.caption([p])[0].hedged for p in ASSETS.glob("*.jpg")}  # as the page writes it
     for result in report["results"]:
         assert result["caption"] == expected[result["image"]], result  # no session sees another's caption
         assert result["audio_duration_s"] > 0.3

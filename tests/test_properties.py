@@ -5,7 +5,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from captioner.pipeline.data import clean_caption, load_dataset
+from captioner.pipeline.data import clean_caption
 from captioner.serving.decoding import beam_search, greedy_decode
 from captioner.serving.vocab import Vocabulary
 
@@ -19,19 +19,65 @@ def test_cleaning_yields_lowercase_words_only(text):
     assert all(w.isascii() and w.isalpha() and w.islower() for w in cleaned.split())
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.lists(st.text(max_size=60), max_size=30))
-def test_token_file_parsing_never_crashes(tmp_path_factory, lines):
+NOISE = st.text(st.characters(blacklist_characters="\t\n\r", blacklist_categories=("Cs",)), min_size=1,
+                max_size=30).filter(lambda t: t.strip())  # no tab: never a caption line
+
+
+@st.composite
+def token_lines(draw):
+    """A token file's lines, each of a kind the test knows: (text, kind, (image, cleaned caption) or None)."""
+    kind = draw(st.sampled_from(["good", "good", "missing image", "no tab", "no hash", "empty caption",
+                                 "blank", "noise"]))
+    words = draw(st.lists(WORDS, min_size=1, max_size=6))
+    said = " ".join(words)
+    written = draw(st.sampled_from([said, said.capitalize() + ".", said.upper() + " !"]))  # cleaning undoes these
+    image = draw(st.sampled_from(["a.jpg", "b.jpg"]))
+    number = draw(st.integers(0, 9))
+    return {
+        "good": (f"{image}#{number}\t{written}", "good", (image, said)),
+        "missing image": (f"gone.jpg#{number}\t{written}", "missing", None),
+        "no tab": (f"{image}#{number} {written}", "malformed", None),
+        "no hash": (f"{image}\t{written}", "malformed", None),
+        "empty caption": (f"{image}#{number}\t" + draw(st.sampled_from(["", " ", "  "])), "malformed", None),
+        "blank": (draw(st.sampled_from(["", " ", "   "])), "blank", None),
+        "noise": (draw(NOISE), "malformed", None),
+    }[kind]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(token_lines(), max_size=30), st.lists(st.sampled_from(["\n", "\r\n", "\r"]), min_size=31,
+                                                      max_size=31))
+def test_token_file_parsing_never_crashes(tmp_path_factory, lines, endings):
+    """Catches a reader that drops or misfiles good lines, mis-counts bad ones (any count up to the number of
+    lines passed before), reports the wrong line numbers, or splits lines only at "\n" (a bare "\r" or
+    "\r\n" also ends a line, as in any text file): every line here is of a known kind, so the captions per
+    image, the malformed count, the missing-image count and the line numbers are known exactly."""
     from PIL import Image
+
+    from captioner.pipeline.data import load_dataset
 
     root = tmp_path_factory.mktemp("ds")
     (root / "images").mkdir()
-    Image.new("RGB", (4, 4)).save(root / "images" / "a.jpg")
-    (root / "Flickr8k.token.txt").write_text("a.jpg#0\ta dog\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    for name in ("a.jpg", "b.jpg"):
+        Image.new("RGB", (4, 4)).save(root / "images" / name)
+    lines = [("a.jpg#0\tA dog.", "good", ("a.jpg", "a dog")), *lines]
+    text = "".join(line + end for (line, _, _), end in zip(lines, endings))
+    (root / "Flickr8k.token.txt").write_bytes(text.encode("utf-8"))
     ds = load_dataset(root)
-    assert "a dog" in ds.captions["a.jpg"]
-    # a bad line is counted, never fatal (a bare "\r" also ends a line, as in any text file)
-    assert ds.malformed_lines <= len((root / "Flickr8k.token.txt").read_text(encoding="utf-8").splitlines())
+    expected: dict[str, list[str]] = {}
+    for _, kind, parsed in lines:
+        if kind == "good":
+            expected.setdefault(parsed[0], []).append(parsed[1])
+    assert ds.captions == expected
+    assert ds.malformed_lines == sum(kind == "malformed" for _, kind, _ in lines)
+    assert ds.missing_images == sum(kind == "missing" for _, kind, _ in lines)
+    bad_numbers = [str(i) for i, (_, kind, _) in enumerate(lines, 1) if kind == "malformed"]
+    notes = [p for p in ds.problems if "malformed" in p]
+    if bad_numbers:
+        [note] = notes
+        assert f"lines {', '.join(bad_numbers[:10])}" in note
+    else:
+        assert notes == []
 
 
 @given(st.lists(st.lists(WORDS, min_size=1, max_size=10), min_size=1, max_size=20),

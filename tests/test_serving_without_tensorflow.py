@@ -69,12 +69,34 @@ def test_library_picks_openvino_steps_and_falls_back_to_tensorflow(openvino_read
     assert probe["status"] == 0 and probe["tensorflow"]  # asked for: everything on TensorFlow
 
 
+def _this_cpu() -> tuple[str, str, set[str]]:
+    """(model name, architecture, feature flags) of this machine, read straight from /proc/cpuinfo and
+    platform.machine(), without the library's parser."""
+    import platform
+    from pathlib import Path
+
+    text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    first = text.split("\n\n")[0]  # the first processor's block
+    fields = {k.strip().lower(): v.strip() for k, sep, v in (line.partition(":") for line in first.splitlines()) if sep}
+    flags = set((fields.get("flags") or fields.get("features") or "").split())  # x86 "flags", Arm "Features"
+    return fields.get("model name", ""), platform.machine(), flags
+
+
 def test_info_names_what_runs(openvino_ready, capsys):
+    """Catches an `info` whose CPU line is not this machine's: a flag it lacks (the old check insisted on
+    avx2, so it failed on Arm and passed for a hard-coded "avx2"), a flag it has that is left out, or the
+    wrong architecture; the reference is /proc/cpuinfo read here."""
     from captioner.cli import main
 
     assert main(["info"]) == 0
     out = capsys.readouterr().out
-    assert "avx2" in out
+    cpu_line = next(line for line in out.splitlines() if line.startswith("cpu: "))
+    name, arch, flags = _this_cpu()
+    assert name in cpu_line and arch in cpu_line
+    said = set(cpu_line.rpartition("(")[2].rstrip(")").replace(";", ",").replace(" ", "").split(","))
+    # the instruction sets that decide speed on either family, present or absent here
+    for flag in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "asimd", "sve"):
+        assert (flag in said) == (flag in flags), (flag, cpu_line)
     decoders = next(line for line in out.splitlines() if line.startswith("decoders:"))
     from captioner import Captioner
 

@@ -13,6 +13,7 @@ from gtts.tts import gTTSError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from audio_checks import envelope, sounds_alike, wav_seconds
 from captioner.serving import speech
 from captioner.serving.languages import LANGUAGES, language
 
@@ -36,18 +37,22 @@ def _fresh_cache():
     speech.clear_cache()
 
 
-def wav_seconds(data: bytes) -> float:
-    assert data[:4] == b"RIFF" and data[8:12] == b"WAVE"
-    with wave.open(io.BytesIO(data)) as wav:
-        assert wav.getnchannels() == 1 and wav.getsampwidth() == 2
-        return wav.getnframes() / wav.getframerate()
 
 
 def test_offline_voice_writes_a_real_wav():
-    assert wav_seconds(speech.espeak_speak("a dog runs on the grass")) > 0.3
+    """Catches a WAV header with the wrong rate (espeak-ng synthesises at 22050 Hz), lost synthesis chunks
+    and silence: the sentence said twice lasts about twice as long as once, and is not silent."""
+    once_text = "a dog runs on the grass."
+    once, twice = speech.espeak_speak(once_text), speech.espeak_speak(f"{once_text} {once_text}")
+    with wave.open(io.BytesIO(once)) as wav:
+        assert wav.getframerate() == 22050
+    assert envelope(once).max() > 1000  # 16-bit samples: speech, not near-silence
+    assert 1.0 < wav_seconds(once) < 3.0  # six words at 160 words a minute, with the lead-in and pauses
+    assert wav_seconds(twice) == pytest.approx(2 * wav_seconds(once), rel=0.1)
 
 
 def test_gtts_failure_engages_the_offline_voice():
+    """Catches a fallback that says something else (or nothing): the audio is espeak-ng saying the text."""
     calls = []
 
     def failing_gtts(text, lang, timeout):
@@ -58,7 +63,9 @@ def test_gtts_failure_engages_the_offline_voice():
     assert result.engine.startswith("espeak-ng") and result.mime == "audio/wav"
     assert "gTTSError" in result.notes[0] and "429" in result.notes[0]
     assert calls == [speech.GTTS_TIMEOUT_S]  # always called with a timeout
-    assert wav_seconds(result.audio) > 0.3
+    alone = speech.espeak_speak("a man rides a bike", "en")
+    assert wav_seconds(result.audio) == pytest.approx(wav_seconds(alone), rel=0.02)
+    assert sounds_alike(result.audio, alone) > 0.9
 
 
 def test_online_voice_used_when_it_answers_and_results_are_cached():
@@ -99,10 +106,40 @@ def test_forced_engines():
         speech.speak("hello", engine="gtts", online=lambda *a: (_ for _ in ()).throw(gTTSError("DNS")))
 
 
-def test_real_auto_mode_always_produces_audio():
-    """Whatever the network does here (gTTS answers, or fails fast), the person gets audio."""
-    result = speech.speak("a child plays in the water", timeout=5)
-    assert result.audio and (result.mime == "audio/mpeg" or wav_seconds(result.audio) > 0.3)
+def test_auto_mode_without_network_says_the_text_offline():
+    """The online voice is a fake that times out as gTTS does without network (the test never depends on
+    the real network). Catches an auto mode that gives up, or falls back to saying something else: the
+    audio is the real espeak-ng saying the same text."""
+    import requests
+
+    def offline_gtts(text, lang, timeout):
+        raise requests.exceptions.ConnectTimeout(f"timed out after {timeout} s")
+
+    text = "a child plays in the water"
+    result = speech.speak(text, online=offline_gtts, timeout=5)
+    assert result.mime == "audio/wav" and "ConnectTimeout" in result.notes[0]
+    alone = speech.espeak_speak(text, "en")
+    assert wav_seconds(result.audio) == pytest.approx(wav_seconds(alone), rel=0.02)
+    assert sounds_alike(result.audio, alone) > 0.9
+    other = speech.espeak_speak("two men repair a bicycle on the street", "en")
+    assert sounds_alike(result.audio, other) < 0.8  # the comparison tells different words apart
+
+
+def test_a_warning_first_sentence_is_heard_warning_first():
+    """Catches speech that drops the out-of-domain warning or says it after the caption: the audio of the
+    sentence lasts the hedged caption plus about the warning (one pause between them), starts as the
+    warning alone starts and ends as the hedged caption alone ends."""
+    from captioner.serving.sentence import finish, out_of_domain_warning, sentence
+
+    caption = "a man in a red jacket is standing in front of a white building"
+    said = sentence(caption, "en", band="low", in_domain=False)
+    result = speech.speak(said, "en", engine="espeak")
+    hedged = speech.espeak_speak(sentence(caption, "en", band="low"), "en")
+    warning = speech.espeak_speak(finish(out_of_domain_warning("en"), "en"), "en")
+    extra = wav_seconds(result.audio) - wav_seconds(hedged)
+    assert extra == pytest.approx(wav_seconds(warning), rel=0.1)  # measured: the warning + 5 % (a pause)
+    assert sounds_alike(result.audio, warning) > 0.9 and sounds_alike(result.audio, hedged) < 0.5
+    assert sounds_alike(result.audio, hedged, end=True) > 0.9
 
 
 def test_offline_voice_is_safe_from_many_threads():

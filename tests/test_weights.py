@@ -11,9 +11,47 @@ import pytest
 from captioner.serving import weights as W
 
 
-def test_real_weights_verify(xception_weights):
+def _h5_arrays(path) -> tuple[int, int]:
+    """(arrays, parameters) in a weights file, counted with h5py alone, without Keras."""
+    import h5py
+
+    counts = [0, 0]
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset):
+            counts[0] += 1
+            counts[1] += obj.size
+
+    with h5py.File(path, "r") as fh:
+        fh.visititems(visit)
+    return counts[0], counts[1]
+
+
+def test_real_weights_verify(xception_weights, tmp_path):
+    """Catches a digest computed wrongly (e.g. over part of the file: the old check compared sha256_of with
+    itself), a cache sidecar that does not pin the file's bytes, and a verifier that accepts a damaged
+    copy. References: hashlib over the whole file read here, and the arrays counted with h5py, not Keras."""
+    import hashlib
+    import json
+
     path, digest = xception_weights
-    assert W.verify_weights(path) == digest == W.sha256_of(path)
+    data = path.read_bytes()
+    independent = hashlib.sha256(data).hexdigest()
+    assert digest == independent and W.sha256_of(path) == independent
+    assert W.verify_weights(path) == independent
+    if path == W.cache_dir() / W.WEIGHTS_FILENAME:  # the digest pinned beside the cached copy
+        assert json.loads(W._digest_sidecar(path).read_text())["sha256"] == independent
+    arrays, params = _h5_arrays(path)
+    assert (arrays, params) == (W.XCEPTION_ARRAYS, W.XCEPTION_PARAMS) == (234, 20_861_480)
+    truncated = tmp_path / "truncated.weights.h5"  # a download cut short
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(W.WeightsError, match="not loadable"):
+        W.verify_weights(truncated)
+    flipped = bytearray(data)  # one byte flipped in the weight data: still loadable, but not the same file
+    flipped[len(data) // 2] ^= 0xFF
+    damaged = tmp_path / "damaged.weights.h5"
+    damaged.write_bytes(bytes(flipped))
+    assert W.sha256_of(damaged) == hashlib.sha256(bytes(flipped)).hexdigest() != independent
 
 
 def test_untrained_and_garbage_files_are_rejected(tmp_path):

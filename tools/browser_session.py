@@ -34,8 +34,9 @@ def streamlit_server(log_name: str = "streamlit.log", start_timeout: float = 120
         raise RuntimeError(f"streamlit did not start (see {log_path}): {str(err).splitlines()[0]}") from err
 
 
-def new_browser():
-    """Headless Debian Chromium driven by Selenium (the flags keep it off the network)."""
+def new_browser(extra_args: tuple[str, ...] = ()):
+    """Headless Debian Chromium driven by Selenium (the flags keep it off the network); ``extra_args``: more
+    Chromium flags (e.g. a fake camera: ``--use-fake-device-for-media-stream``)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -47,7 +48,7 @@ def new_browser():
     options.binary_location = chromium
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--window-size=1400,1800"):
+                "--disable-sync", "--window-size=1400,1800", *extra_args):
         options.add_argument(arg)
     return webdriver.Chrome(service=Service(driver_path), options=options)
 
@@ -88,24 +89,44 @@ def _some_selectbox_shows(driver, option: str) -> bool:
         return False
 
 
-def audio_bytes(driver) -> bytes:
-    """The bytes behind the page's first <audio> element, fetched by the browser itself."""
+def choose_radio(driver, wait, option: str) -> None:
+    """Pick the radio option whose shown text is ``option`` (e.g. the offline voice), and wait until it is
+    checked."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+
+    label = f"//label[@data-testid='stRadioOption'][.//p[text()=\"{option}\"]]"
+    element = wait.until(EC.element_to_be_clickable((By.XPATH, label)))
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
+    element.click()
+    wait.until(lambda d: d.find_element(By.XPATH, f"{label}//input").is_selected())
+
+
+def element_bytes(driver, selector: str) -> bytes:
+    """The bytes behind the ``src`` of the first element matching the CSS ``selector`` (an <audio> or an
+    <img>), fetched by the browser itself."""
     import base64
 
     encoded = driver.execute_async_script("""
         const done = arguments[arguments.length - 1];
-        fetch(document.querySelector('audio').src).then(r => r.arrayBuffer()).then(buf => {
+        fetch(document.querySelector(arguments[0]).src).then(r => r.arrayBuffer()).then(buf => {
             let s = ''; const b = new Uint8Array(buf);
             for (let i = 0; i < b.length; i++) s += String.fromCharCode(b[i]);
             done(btoa(s));
-        }).catch(e => done(''));""")
+        }).catch(e => done(''));""", selector)
     return base64.b64decode(encoded or "")
 
 
+def audio_bytes(driver) -> bytes:
+    """The bytes behind the page's first <audio> element, fetched by the browser itself."""
+    return element_bytes(driver, "audio")
+
+
 def caption_in_browser(driver, url: str, image: Path, speak: bool = True, timeout: float = 300,
-                       language: str | None = None) -> dict:
+                       language: str | None = None, voice: str | None = None) -> dict:
     """Open the page, (pick the caption ``language`` by its shown name), upload ``image``, caption it,
-    optionally speak it. Returns what the page showed and how long each part took."""
+    optionally speak it (with ``voice``: "auto", "gtts" or "espeak", as picked in the sidebar; None leaves
+    the page's default). Returns what the page showed and how long each part took."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
@@ -121,13 +142,15 @@ def caption_in_browser(driver, url: str, image: Path, speak: bool = True, timeou
         choose_option(driver, wait, page_words("en")["language"], language)  # the page opens in English
         # then it is drawn again in that language: upload only once it has been (the file input is new)
         wait.until(EC.presence_of_element_located((By.XPATH, f"//button[contains(., \"{w['describe_one']}\")]")))
+    if voice:
+        choose_radio(driver, wait, w[f"voice_{voice}"])
     upload = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "input[type='file']")))
     upload.send_keys(str(image))
     wait.until(EC.presence_of_element_located((By.XPATH, f"//*[contains(text(), '{image.name}')]")))
     start = time.perf_counter()
     click_button(driver, wait, w["describe_one"])
     heading = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "[data-testid='stMarkdownContainer'] h3")))
-    result = {"caption": heading.text.strip().rstrip(".").lower(), "heading": heading.text.strip(),
+    result = {"caption": heading.text.strip(), "heading": heading.text.strip(),
               "caption_s": time.perf_counter() - start}
     img = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "[data-testid='stImage'] img")))
     result["alt"] = img.get_attribute("alt")
