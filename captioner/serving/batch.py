@@ -18,7 +18,7 @@ from ..config import DecodeConfig
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif",
                   ".svg"}  # SVG is picked up so that each one gets its "not supported" line
 CSV_FIELDS = ("image", "caption", "lang", "confidence", "band", "in_domain", "reason", "model_caption", "score",
-              "error")
+              "error", "photo_problems")  # photo_problems: "blurry;dark" in CSV, a list in JSON
 
 
 @dataclass
@@ -54,12 +54,14 @@ def result_record(path: Path, result) -> dict:
     out-of-domain warning), ``"model_caption"`` the decoder's own words, ``"score"`` their ranking score;
     with a calibrated model also ``"confidence"`` (0-1), ``"band"`` (high / medium / low),
     ``"in_domain"`` and ``"reason"`` (why the picture was flagged, else null); ``"lang"``, the captions'
-    language; ``"alternatives"`` when several captions were asked for. An image that failed:
+    language; ``"photo_problems"``, what is wrong with the photo itself (some of "blurry", "dark", "bright";
+    [] when fine; ``quality.py``); ``"alternatives"`` when several captions were asked for. An image that failed:
     ``{"image", "error"}``.
     """
     if not result.ok:
         return {"image": str(path), "error": result.error}
-    record = {"image": str(path), "caption": result.sentence, "lang": result.lang}
+    record = {"image": str(path), "caption": result.sentence, "lang": result.lang,
+              "photo_problems": list(result.photo_problems)}
     if result.assessment is not None:
         record.update(result.assessment.to_json())
     record.update({"model_caption": result.text, "score": round(result.captions[0].score, 4)})
@@ -146,7 +148,7 @@ def write_records(out: Path, batches: Iterable[list[dict]], total: int | None = 
         for records in batches:
             for record in records:
                 if writer:
-                    writer.writerow(record)
+                    writer.writerow(csv_row(record))
                 else:
                     fh.write(json.dumps(record, ensure_ascii=False) + "\n")
                 failed = "error" in record
@@ -155,6 +157,13 @@ def write_records(out: Path, batches: Iterable[list[dict]], total: int | None = 
             fh.flush()
             bar.update(len(records))
     return summary
+
+
+def csv_row(record: dict) -> dict:
+    """A ``result_record`` as a CSV row: the list of photo problems joined by ";" ("blurry;dark")."""
+    if isinstance(record.get("photo_problems"), list):
+        record = {**record, "photo_problems": ";".join(record["photo_problems"])}
+    return record
 
 
 def _repair_last_line(out: Path) -> None:
