@@ -130,9 +130,21 @@ def test_every_threshold_comes_from_the_one_thresholds_value():
     assert check_photo(glared, dataclasses.replace(THRESHOLDS, bright_bright_end=256)).problems == []
 
 
+def test_rendered_pages_and_charts_are_not_photos_with_a_problem():
+    """A generated text page and a chart are mostly pure white, yet crisper than any camera photo: no advice."""
+    from conftest import ASSETS
+
+    for name in ("text-page.png", "chart.png"):
+        q = check_photo(Image.open(ASSETS / name))
+        assert q.clipped > THRESHOLDS.bright_clipped and q.blur < THRESHOLDS.rendered_blur, name
+        assert q.problems == [], name
+        assert "bright" in check_photo(Image.open(ASSETS / name), dataclasses.replace(THRESHOLDS, rendered_blur=0)).problems
+
+
 def test_the_checks_read_any_picture_mode_and_reject_wrong_shapes():
-    assert check_photo(Image.new("L", (50, 80), 2)).problems == ["dark"]
-    assert check_photo(Image.new("RGBA", (50, 80), (255, 255, 255, 255))).problems == ["bright"]
+    assert check_photo(Image.new("L", (50, 80), 2), dataclasses.replace(THRESHOLDS, rendered_blur=0)).problems == ["dark"]
+    white = Image.new("RGBA", (50, 80), (255, 255, 255, 255))
+    assert check_photo(white, dataclasses.replace(THRESHOLDS, rendered_blur=0)).problems == ["bright"]
     with pytest.raises(ValueError, match="expected .height, width, 3. pixels"):
         check_pixels(np.zeros((299, 299)))
 

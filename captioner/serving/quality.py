@@ -22,6 +22,9 @@ the model learned from were squashed to 224x224 the same way), so a threshold me
   veil over everything; an evenly mid-grey wall is not flagged). Snow scenes keep dark parts (people,
   trees) and are not flagged.
 
+A picture crisper than any camera photo (``Thresholds.rendered_blur``: a rendered page, chart or
+screenshot, whose white is paper and not glare) is not judged at all.
+
 All thresholds are in ``THRESHOLDS`` (a frozen dataclass), chosen on held-out training photos and
 degraded copies of them (``experiments/photo_quality.py``; ``docs/PHOTO-QUALITY.md`` gives the figures).
 """
@@ -50,6 +53,8 @@ class Thresholds:
     bright_bright_end: float = 200.0  # ... while its brightest 2% reach this (a light veil, not a grey wall)
     bright_clipped: float = 0.15  # share of clipped-white pixels at or above which, ...
     bright_middle: float = 170.0  # ... with a median this light (0-255), it is blown out (a white sky alone is not)
+    rendered_blur: float = 0.15  # crisper than this, it is rendered (a page, chart, screenshot), not judged at all:
+    # clean training photos measure >= 0.219, their degraded copies >= 0.16; its white is paper, not glare
 
 
 THRESHOLDS = Thresholds()
@@ -141,6 +146,8 @@ def measure_grey(grey: np.ndarray) -> PhotoQuality:
 
 def verdict(q: PhotoQuality, thresholds: Thresholds = THRESHOLDS) -> list[str]:
     """The problems (``PROBLEMS`` order) that the measures ``q`` add up to under ``thresholds``."""
+    if q.blur < thresholds.rendered_blur:  # no camera took it: "turn on a light" would be nonsense
+        return []
     problems = []
     if q.blur >= thresholds.blur and q.contrast >= thresholds.blur_min_contrast:
         problems.append("blurry")
