@@ -19,8 +19,8 @@ the model learned from were squashed to 224x224 the same way), so a threshold me
 * **bright**: blown out or washed out by glare: a large share of the picture is clipped white and its
   median is light (a blown-out sky over a darker field is not enough), or its
   dark end (``BRIGHT_DARK_END`` percentile) is already light while its bright end is near white (a light
-  veil over everything; an evenly mid-grey wall is not flagged). Snow scenes keep dark parts (people,
-  trees) and are not flagged.
+  veil over everything; an evenly mid-grey wall is not flagged). Snow with people or trees keeps dark
+  parts and is usually not flagged; snow and beaches in hard sunlight are the usual false alarms.
 
 A picture crisper than any camera photo (``Thresholds.rendered_blur``: a rendered page, chart or
 screenshot, whose white is paper and not glare) is not judged at all.
