@@ -20,10 +20,10 @@ import numpy as np
 
 from ..config import DecodeConfig
 from . import sentence as wording
-from .quality import cap_assessment, check_pixels
 from .confidence import Assessment, ConfidenceError, ConfidenceModel
 from .images import ImageError, ImageSource, load_image, preprocess_image, source_name
 from .languages import language
+from .quality import cap_assessment, check_pixels
 
 THUMBNAIL_SIDE = 640  # longest side of ``CaptionResult.thumbnail``
 
