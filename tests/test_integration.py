@@ -91,7 +91,7 @@ def test_cli_json_reports_bad_files_and_still_captions_the_rest(tmp_path, model)
     assert 0.0 <= lines[0]["confidence"] <= 1.0 and lines[0]["band"] in ("high", "medium", "low")
     assert lines[0]["in_domain"] is False and "unlike the photos" in lines[0]["reason"]  # a close-up of a cat
     assert lines[0]["caption"].startswith(out_of_domain_warning(lang))  # in the caption's language
-    assert lines[0]["caption"].endswith(lines[0]["model_caption"])
+    assert lines[0]["caption"].endswith(lines[0]["model_caption"].rstrip(".。") + (lines[0]["caption"][-1]))  # as prose
     assert "broken.jpg" in lines[1]["error"] and "missing.png: file not found" in lines[2]["error"]
 
 
