@@ -99,8 +99,8 @@ def gather_images(w: dict) -> list[tuple[str, bytes]]:
         files = st.file_uploader(w["upload_label"], type=UPLOAD_TYPES, accept_multiple_files=True,
                                  help=w["upload_help"], key="upload")
         return [(f.name, f.getvalue()) for f in files or []]
-    if source == "Camera":
-        shot = st.camera_input(w["take_photo"], key="camera")
+    if source == "Camera":  # "Take another" moves to a fresh key: an empty camera, the other widgets kept
+        shot = st.camera_input(w["take_photo"], key=f"camera-{st.session_state.get('camera_round', 0)}")
         return [("camera photo", shot.getvalue())] if shot else []
     samples = sample_photos()
     if not samples:
@@ -182,6 +182,26 @@ def show_confidence(result: CaptionResult, captioner: Captioner, w: dict) -> Non
              icon=icon, color=color)
 
 
+def take_another() -> None:
+    """Clear the camera shot and its captions so the camera opens again; settings are other widgets and stay."""
+    st.session_state.camera_round = st.session_state.get("camera_round", 0) + 1
+    for key in [k for k in st.session_state if k == "results" or str(k).startswith("speech-")]:
+        del st.session_state[key]
+
+
+def show_photo_advice(result: CaptionResult, index: int, w: dict, camera: bool) -> bool:
+    """When the photo itself is the problem (blurred, dark, blown out): the advice in the caption's language,
+    with a camera icon beside the words (never colour alone), and in Camera mode a "Take another" button.
+    Returns whether anything was shown."""
+    if not result.photo_problems:
+        return False
+    st.warning(" ".join(result.advice), icon=":material/no_photography:")
+    if camera:
+        st.button(w["take_another"], key=f"take-another-{index}", icon=":material/photo_camera:",
+                  help=w["take_another_help"], on_click=take_another, type="primary")
+    return True
+
+
 def show_result(index: int, item: dict, settings: dict, captioner: Captioner, w: dict) -> None:
     result: CaptionResult = item["result"]
     if not result.ok:
@@ -189,11 +209,16 @@ def show_result(index: int, item: dict, settings: dict, captioner: Captioner, w:
         return
     best = result.captions[0]
     said = result.sentence  # what is shown as alt text, copied, downloaded and spoken
+    camera = st.session_state.get("source") == "Camera"
+    if camera:  # the person is holding the camera: what to do about the shot comes first, above everything
+        show_photo_advice(result, index, w, camera=True)
     left, right = st.columns([2, 3], gap="large")
     with left:
         st.image(item["thumbnail"], width="stretch", alt=said)  # the caption doubles as alt text
     with right:
         st.caption(item["name"])
+        if not camera:
+            show_photo_advice(result, index, w, camera=False)
         if result.warning:
             st.warning(result.warning, icon=":material/warning:")
         st.markdown(f"### {result.hedged}")

@@ -71,7 +71,25 @@ def test_multipart_images_equal_the_cli_records(client, captioner):
     got = r.json()["results"]
     for g, w in zip(got, _expected(captioner, names), strict=True):
         _same(g, w)
-    assert {"caption", "confidence", "band", "in_domain", "reason", "model_caption", "score"} <= set(got[0])
+    assert {"caption", "confidence", "band", "in_domain", "reason", "model_caption", "score",
+            "photo_problems"} <= set(got[0])
+
+
+def test_a_dark_photo_gets_its_problem_and_the_advice_first(client, captioner):
+    """The API answers with batch.result_record: "photo_problems" and the sentence that starts with the advice."""
+    from PIL import Image
+
+    photo = Image.open(io.BytesIO(_bytes("dog-field.jpg"))).convert("RGB")
+    dark = io.BytesIO()
+    photo.point(lambda v: v // 12).save(dark, format="JPEG", quality=90)
+    r = client.post("/v1/captions", files=[("images", ("dark.jpg", dark.getvalue(), "image/jpeg")),
+                                           ("images", ("dog.jpg", _bytes("dog-field.jpg"), "image/jpeg"))])
+    assert r.status_code == 200, r.text
+    dark_record, dog = r.json()["results"]
+    assert dark_record["photo_problems"] == ["dark"] and dog["photo_problems"] == []
+    assert dark_record["caption"].startswith("The photo is too dark: turn on a light")
+    assert dark_record["band"] != "high"
+    _same(dark_record, _expected(captioner, ["dark.jpg"], data=[dark.getvalue()])[0])
 
 
 def test_raw_body_and_decoding_settings(client, captioner):
@@ -222,8 +240,8 @@ def test_the_openapi_schema_describes_a_caption_record(client):
     assert schemas["CaptionResults"]["properties"]["results"]["items"] == {"$ref": "#/components/schemas/CaptionRecord"}
     record = schemas["CaptionRecord"]
     assert list(record["properties"]) == [f.name for f in fields(CaptionRecord)] == [
-        "image", "caption", "lang", "confidence", "band", "in_domain", "reason", "model_caption", "score",
-        "alternatives", "error"]
+        "image", "caption", "lang", "photo_problems", "confidence", "band", "in_domain", "reason", "model_caption",
+        "score", "alternatives", "error"]
     assert record["required"] == ["image"]  # every other field may be absent from a record
     assert all(len(p["description"]) > 20 and "default" not in p for p in record["properties"].values())
     assert "shown and spoken" in record["properties"]["caption"]["description"]

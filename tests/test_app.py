@@ -33,7 +33,7 @@ def _describe(at):
 
 
 def _captions(at) -> list[str]:
-    """The captions shown as headings, exactly as written on the page."""
+    """The caption headings as the page shows them (``result.hedged``: prose, "Probably a dog runs.")."""
     return [m.value[4:] for m in at.markdown if m.value.startswith("### ")]
 
 
@@ -156,7 +156,7 @@ def test_attention_model_shows_a_heatmap_per_word(tmp_path, monkeypatch):
     toggle.set_value(True).run()
     at.file_uploader[0].set_value(("cat.jpg", (ASSETS / "cat.jpg").read_bytes(), "image/jpeg")).run()
     _describe(at)
-    [caption] = _captions(at)
+    [caption] = [c.rstrip(".").lower() for c in _captions(at)]  # prose back to the decoder's tokens
     [expander] = [e for e in at.expander if "Where the model looked" in e.label]
     [overlays] = expander.get("image")  # one st.image call with a list of overlays
     shown = overlays.proto.imgs
@@ -290,3 +290,64 @@ def test_switching_language_keeps_the_upload_and_the_settings():
     assert at.sidebar.slider(key="beam-width").value == 5 and at.sidebar.radio(key="voice").value == "espeak"
     _describe(at)
     assert any(m.value.startswith("### ") for m in at.markdown)  # captioned: the upload survived the switch
+
+
+def _dark_shot() -> bytes:
+    """dog-field.jpg as a camera in a dark room takes it: a twelfth of the light."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.open(ASSETS / "dog-field.jpg").convert("RGB").point(lambda v: v // 12).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _flow(at) -> list[str]:
+    """The main area's warnings and caption headings in the order the page shows (and a reader reads) them."""
+    return [f"{n.type}: {n.value}" for n in at.main if getattr(n, "type", None) in ("warning", "markdown")
+            and (n.type == "warning" or str(n.value).startswith("### "))]
+
+
+def test_a_dark_camera_shot_says_what_to_do_first_and_take_another_clears_it(library_captioner):
+    """Camera mode: the advice comes before the picture and its caption, is spoken first, has an icon
+    beside its words, and "Take another" empties the camera while the settings stay."""
+    at = _app()
+    at.sidebar.slider(key="beam-width").set_value(4).run()
+    at.radio(key="source").set_value("Camera").run()
+    data = _dark_shot()
+    at.camera_input[0].set_value(("shot.jpg", data, "image/jpeg")).run()
+    _describe(at)
+    [result] = library_captioner.caption([data], library_captioner.default_decode(beam_width=4, n_best=3))
+    assert result.photo_problems == ["dark"]
+    advice = " ".join(result.advice)
+    assert advice.startswith("The photo is too dark")
+    assert _flow(at) == [f"warning: {advice}", f"markdown: ### {result.hedged}"]  # first said and shown
+    [notice] = [w for w in at.warning if w.value == advice]
+    assert notice.proto.icon == ":material/no_photography:"  # an icon beside the words, not colour alone
+    assert at.code[0].value == result.sentence and result.sentence.startswith(advice)
+    at.button(key="speak-0").click().run()
+    assert at.session_state["speech-0"].text.startswith(advice)
+    again = at.button(key="take-another-0")
+    assert again.label == "Take another"
+    again.click().run()
+    assert not at.exception, at.exception
+    assert at.camera_input[0].value is None and not _captions(at) and not at.get("audio")  # ready for a new shot
+    assert at.radio(key="source").value == "Camera" and at.sidebar.slider(key="beam-width").value == 4
+    assert at.button(key="describe").disabled
+
+
+def test_an_uploaded_dark_photo_gets_a_notice_above_its_caption(library_captioner):
+    at = _app()
+    at.sidebar.selectbox(key="language").set_value("fr").run()
+    data = _dark_shot()
+    at.file_uploader[0].set_value(("dark.jpg", data, "image/jpeg")).run()
+    _describe(at)
+    assert not at.exception, at.exception
+    from captioner import Captioner
+
+    french = Captioner.load(lang="fr", allow_download=False)
+    [result] = french.caption([data], french.default_decode(beam_width=3, n_best=3))
+    assert result.photo_problems == ["dark"] and result.advice[0].startswith("La photo est trop sombre")
+    assert _flow(at) == [f"warning: {result.advice[0]}", f"markdown: ### {result.hedged}"]
+    assert not [b for b in at.button if str(b.key).startswith("take-another")]  # no camera to retake with

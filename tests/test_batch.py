@@ -12,7 +12,8 @@ from captioner.serving.images import ImageError, load_image
 
 
 class FakeCaptioner:
-    """Reads each image for real (so bad files fail as they would) and 'captions' it by its size."""
+    """Reads each image for real (so bad files fail as they would) and 'captions' it by its size; a picture
+    darker than 40 everywhere is called "dark" and "blurry" (the real checks: tests/test_quality.py)."""
 
     def __init__(self):
         self.calls: list[int] = []
@@ -25,7 +26,9 @@ class FakeCaptioner:
         for path in images:
             try:
                 img = load_image(path)
-                results.append(CaptionResult(str(path), [Caption(f"a picture {img.width} wide", -1.0, -0.5)]))
+                problems = ["blurry", "dark"] if max(img.convert("L").getextrema()) < 40 else []
+                results.append(CaptionResult(str(path), [Caption(f"a picture {img.width} wide", -1.0, -0.5)],
+                                             photo_problems=problems))
             except ImageError as err:
                 results.append(CaptionResult(str(path), error=str(err)))
         return results
@@ -92,12 +95,12 @@ def test_records_hold_exactly_their_fields_in_order():
 
     plain = result_record("dog.jpg", CaptionResult("dog.jpg", [Caption("a dog runs", -2.0, -0.512345)]))
     assert list(plain.items()) == [("image", "dog.jpg"), ("caption", "A dog runs."), ("lang", "en"),
-                                   ("model_caption", "a dog runs"), ("score", -0.5123)]
+                                   ("photo_problems", []), ("model_caption", "a dog runs"), ("score", -0.5123)]
     two = [Caption("a dog runs", -2.0, -0.512345), Caption("a dog", -2.4, -0.9)]
     sure = CaptionResult("dog.jpg", two, assessment=Assessment(0.81234, "medium", True, None))
     record = result_record(Path("photos/dog.jpg"), sure)
-    assert list(record) == ["image", "caption", "lang", "confidence", "band", "in_domain", "reason",
-                            "model_caption", "score", "alternatives"]
+    assert list(record) == ["image", "caption", "lang", "photo_problems", "confidence", "band", "in_domain",
+                            "reason", "model_caption", "score", "alternatives"]
     assert (record["image"], record["caption"], record["confidence"], record["reason"]) == (
         str(Path("photos/dog.jpg")), sure.sentence, 0.812, None)
     assert record["alternatives"] == [{"caption": "a dog runs", "score": -0.5123}, {"caption": "a dog", "score": -0.9}]
@@ -113,8 +116,9 @@ def test_the_record_definition_owns_the_csv_columns_and_the_calibration_keys():
 
     names = [f.name for f in fields(CaptionRecord)]
     assert CSV_FIELDS == tuple(n for n in names if n != "alternatives") == (
-        "image", "caption", "lang", "confidence", "band", "in_domain", "reason", "model_caption", "score", "error")
-    assert list(Assessment(0.5, "low", False, "why").to_json()) == names[3:7]
+        "image", "caption", "lang", "photo_problems", "confidence", "band", "in_domain", "reason", "model_caption",
+        "score", "error")
+    assert list(Assessment(0.5, "low", False, "why").to_json()) == names[4:8]
     assert all(doc.strip() for doc in field_docs().values())
 
 # ------------------------------------------------------------------------------------------ resuming exactly
@@ -221,3 +225,20 @@ def test_killing_the_real_cli_mid_run_and_cutting_its_last_row_resumes_exactly(t
     assert sorted(r["image"] for r in rows) == sorted(str(p) for p in folder.iterdir())  # each exactly once
     assert all(r["caption"].endswith(".") and r["model_caption"] and not r["error"] for r in rows)
     assert set(rows[0]) == set(CSV_FIELDS)
+
+def test_photo_problems_in_jsonl_and_csv(tmp_path, make_image):
+    """The list of problems is a JSON list, and in CSV one field joined by ";"; the caption starts with the advice."""
+    from captioner.serving.languages import language
+
+    root = tmp_path / "shots"
+    make_image("dark.jpg", size=(20, 10), color=(5, 5, 5), folder=root)
+    make_image("fine.jpg", size=(20, 10), color=(200, 30, 30), folder=root)
+    jsonl, table = tmp_path / "out.jsonl", tmp_path / "out.csv"
+    caption_to_file(FakeCaptioner(), [root], jsonl, progress=False)
+    caption_to_file(FakeCaptioner(), [root], table, progress=False)
+    records = {json.loads(line)["image"].split("/")[-1]: json.loads(line) for line in jsonl.read_text().splitlines()}
+    assert records["dark.jpg"]["photo_problems"] == ["blurry", "dark"] and records["fine.jpg"]["photo_problems"] == []
+    assert records["dark.jpg"]["caption"].startswith(language("en").photo_advice["blurry"])
+    rows = {row["image"].split("/")[-1]: row for row in csv.DictReader(table.open())}
+    assert rows["dark.jpg"]["photo_problems"] == "blurry;dark" and rows["fine.jpg"]["photo_problems"] == ""
+    assert rows["dark.jpg"]["caption"] == records["dark.jpg"]["caption"]

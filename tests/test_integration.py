@@ -79,8 +79,9 @@ def test_cli_json_reports_bad_files_and_still_captions_the_rest(tmp_path, model)
     assert "Traceback" not in proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     honest = {"confidence", "band", "in_domain", "reason"}  # the folder's calibration
-    assert [set(line) for line in lines] == [{"image", "caption", "lang", "model_caption", "score"} | honest,
-                                             {"image", "error"}, {"image", "error"}]
+    assert [set(line) for line in lines] == [{"image", "caption", "lang", "photo_problems", "model_caption", "score"}
+                                             | honest, {"image", "error"}, {"image", "error"}]
+    assert lines[0]["photo_problems"] == []  # a sharp, well-lit photo: no advice before the caption
     from captioner.serving.model_folder import model_language
     from captioner.serving.sentence import hedge, join, out_of_domain_warning
 

@@ -163,7 +163,7 @@ def append_records(out: Path, batches: Iterable[list[dict]], total: int | None =
         for records in batches:
             for record in records:
                 if writer:
-                    writer.writerow(record)
+                    writer.writerow(csv_row(record))
                 else:
                     fh.write(json.dumps(record, ensure_ascii=False) + "\n")
                 failed = "error" in record
@@ -172,6 +172,13 @@ def append_records(out: Path, batches: Iterable[list[dict]], total: int | None =
             fh.flush()
             bar.update(len(records))
     return summary
+
+
+def csv_row(record: dict) -> dict:
+    """A ``result_record`` as a CSV row: the list of photo problems joined by ";" ("blurry;dark")."""
+    if isinstance(record.get("photo_problems"), list):
+        record = {**record, "photo_problems": ";".join(record["photo_problems"])}
+    return record
 
 
 def _cut_to_complete(out: Path, fmt: str) -> list[str] | None:

@@ -6,6 +6,7 @@
     print(result.text)        # the caption
     print(result.sentence)    # as shown and spoken: "Probably a dog runs on the grass."
     print(result.assessment)  # confidence, band, in_domain, reason (models with a confidence.json)
+    print(result.photo_problems)  # [] or some of "blurry", "dark", "bright" (serving/quality.py)
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from ..config import DecodeConfig
 from . import sentence as wording
 from .confidence import Assessment, ConfidenceError, ConfidenceModel
 from .images import ImageSource, load_image, picture_error, preprocess_image, source_name
+from .languages import language
+from .quality import cap_assessment, check_pixels
 
 logger = logging.getLogger(__name__)
 THUMBNAIL_SIDE = 640  # longest side of ``CaptionResult.thumbnail``
@@ -55,6 +58,7 @@ class CaptionResult:
     thumbnail: object | None = field(default=None, repr=False)  # upright PIL image (<= 640 px), when asked for
     assessment: Assessment | None = None  # how sure the best caption is (None: the model has no calibration)
     lang: str = "en"  # the captions' language (ISO 639-1); hedges and warnings are worded in it
+    photo_problems: list[str] = field(default_factory=list)  # "blurry", "dark", "bright" (quality.py); [] = fine
 
     @property
     def ok(self) -> bool:
@@ -81,13 +85,22 @@ class CaptionResult:
         return wording.out_of_domain_warning(self.lang)
 
     @property
+    def advice(self) -> list[str]:
+        """What to do about each of ``photo_problems`` ("The photo is too dark: turn on a light …"), in the
+        caption's language; [] when the photo is fine."""
+        words = language(self.lang).photo_advice
+        return [words[p] for p in self.photo_problems]
+
+    @property
     def sentence(self) -> str:
         """The best caption as it is shown, spoken and written everywhere (page, speech, CLI, JSON/CSV, API,
-        XMP, alt text): the hedged caption after the out-of-domain warning, as prose (``sentence.py``)."""
+        XMP, alt text): the advice when the photo itself is the problem, then the hedged caption after the
+        out-of-domain warning, as prose (``sentence.py``)."""
         if not self.captions:
             return ""
         sure = self.assessment
-        return wording.sentence(self.text, self.lang, sure.band if sure else None, sure.in_domain if sure else True)
+        return wording.sentence(self.text, self.lang, sure.band if sure else None, sure.in_domain if sure else True,
+                                before=self.advice)
 
 
 class Captioner:
@@ -218,7 +231,7 @@ class Captioner:
         """
         decode = decode or self.default_decode()
         decode.validate()
-        results, pixels, readable = [], [], []
+        results, pixels, readable, problems = [], [], [], []
         for i, source in enumerate(images):
             name = names[i] if names else None
             start = time.perf_counter()
@@ -234,6 +247,7 @@ class Captioner:
                 results.append(CaptionResult(label, error=str(picture_error(label, err))))
                 continue
             pixels.append(x)
+            problems.append(check_pixels(x).problems)  # blurred, dark, blown out: a few ms
             readable.append(len(results))
             result.seconds = time.perf_counter() - start
             results.append(result)
@@ -246,9 +260,11 @@ class Captioner:
                 for index, f in zip(readable, features):
                     results[index].features = f
             share = (time.perf_counter() - start) / len(readable)
-            for index, caps, assessment in zip(readable, captions, assessments):
+            ceiling = self.confidence.calibrator.high if self.confidence is not None else 1.0
+            for index, caps, assessment, flaws in zip(readable, captions, assessments, problems):
                 results[index].captions = caps
-                results[index].assessment = assessment
+                results[index].photo_problems = flaws
+                results[index].assessment = cap_assessment(assessment, flaws, ceiling)
                 results[index].lang = self.lang
                 results[index].seconds += share
         return results

@@ -1,6 +1,6 @@
 """Caption languages: one registry maps a code ("en", "de", "zh", "fr", "es") to how that language's
 captions are cut into tokens for the model, written back as people write them, and the words they are
-hedged, warned about and spoken with (``sentence.py`` assembles what a person hears from them).
+hedged, warned about, advised with (when the photo itself is the problem) and spoken with (``sentence.py`` assembles what a person hears from them).
 
 A model folder's ``config.json`` names its language (``TrainConfig.lang``); training cleans the
 captions with ``Language.tokens`` and serving writes the decoder's tokens back with
@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
 DEFAULT_LANG = "en"
@@ -100,6 +100,7 @@ class Language:
     restores_case: bool = False  # modelled in lower case; capitals restored from the training captions
     references_per_image: str = "5"  # what the dataset gives (for docs and cards)
     tokenisation: str = "lower-case words"  # how BLEU/CIDEr tokens are made, stated beside the figures
+    photo_advice: Mapping[str, str] = field(default_factory=dict)  # problem (quality.PROBLEMS) -> what to do
 
     @property
     def captions_file(self) -> str:
@@ -151,27 +152,56 @@ LANGUAGES: dict[str, Language] = {lang.code: lang for lang in (
     Language("en", "English", "English", english_tokens, "en", "en",
              {"high": "{text}", "medium": "Probably {text}", "low": "Maybe {text}"},
              "This doesn't look like the photos I learned from (people, animals, outdoor scenes), "
-             "so this description may be wrong."),
+             "so this description may be wrong.",
+             photo_advice={
+                 "blurry": "The photo is blurred: hold the phone still with both hands, tap the screen to focus "
+                           "and try again.",
+                 "dark": "The photo is too dark: turn on a light or move to a window and try again.",
+                 "bright": "The photo is too bright: turn away from the light or the sun and try again."}),
     Language("de", "German", "Deutsch", alphabetic_tokens, "de", "de",
              {"high": "{text}", "medium": "Wahrscheinlich: {text}", "low": "Vielleicht: {text}"},
              "Dieses Bild sieht nicht aus wie die Fotos, von denen ich gelernt habe (Menschen, Tiere, "
              "Szenen im Freien), deshalb kann diese Beschreibung falsch sein.",
              full_stop=".", capitalise=True, restores_case=True,
-             tokenisation="lower-case words (capitals restored only for display)"),
+             tokenisation="lower-case words (capitals restored only for display)",
+             photo_advice={
+                 "blurry": "Das Foto ist unscharf: Halten Sie das Handy mit beiden Händen ruhig, tippen Sie zum "
+                           "Scharfstellen auf den Bildschirm und versuchen Sie es noch einmal.",
+                 "dark": "Das Foto ist zu dunkel: Schalten Sie ein Licht ein oder gehen Sie an ein Fenster und "
+                         "versuchen Sie es noch einmal.",
+                 "bright": "Das Foto ist zu hell: Wenden Sie sich vom Licht oder von der Sonne ab und versuchen "
+                           "Sie es noch einmal."}),
     Language("zh", "Chinese", "中文", chinese_words, "cmn", "zh-CN",
              {"high": "{text}", "medium": "大概是：{text}", "low": "也许是：{text}"},
              "这张图片不像我学习过的照片（人物、动物、户外场景），所以这个描述可能是错的。",
-             separator="", full_stop="。", tokenisation="words, segmented by jieba 0.42.1"),
+             separator="", full_stop="。", tokenisation="words, segmented by jieba 0.42.1",
+             photo_advice={
+                 "blurry": "照片模糊：请用双手拿稳手机，点一下屏幕对焦，然后再拍一次。",
+                 "dark": "照片太暗：请打开灯或走到窗边，然后再拍一次。",
+                 "bright": "照片太亮：请不要对着灯光或太阳拍，然后再拍一次。"}),
     Language("fr", "French", "Français", alphabetic_tokens, "fr", "fr",
              {"high": "{text}", "medium": "Probablement : {text}", "low": "Peut-être : {text}"},
              "Cette image ne ressemble pas aux photos sur lesquelles j'ai appris (personnes, animaux, "
              "scènes en extérieur) : cette description peut donc être fausse.",
-             full_stop=".", capitalise=True, references_per_image="1"),
+             full_stop=".", capitalise=True, references_per_image="1",
+             photo_advice={
+                 "blurry": "La photo est floue : tenez le téléphone immobile à deux mains, touchez l'écran pour "
+                           "faire la mise au point et réessayez.",
+                 "dark": "La photo est trop sombre : allumez une lumière ou approchez-vous d'une fenêtre, puis "
+                         "réessayez.",
+                 "bright": "La photo est trop claire : détournez-vous de la lumière ou du soleil, puis réessayez."}),
     Language("es", "Spanish", "Español", alphabetic_tokens, "es", "es",
              {"high": "{text}", "medium": "Probablemente: {text}", "low": "Quizás: {text}"},
              "Esta imagen no se parece a las fotos con las que aprendí (personas, animales, escenas al "
              "aire libre), así que esta descripción puede ser incorrecta.",
-             full_stop=".", capitalise=True, references_per_image="1"),
+             full_stop=".", capitalise=True, references_per_image="1",
+             photo_advice={
+                 "blurry": "La foto está borrosa: sujete el teléfono quieto con las dos manos, toque la pantalla "
+                           "para enfocar y vuelva a intentarlo.",
+                 "dark": "La foto está demasiado oscura: encienda una luz o acérquese a una ventana y vuelva a "
+                         "intentarlo.",
+                 "bright": "La foto tiene demasiada luz: no apunte hacia la luz ni hacia el sol y vuelva a "
+                           "intentarlo."}),
 )}
 
 

@@ -11,7 +11,7 @@ Adding an output field: declare it below and give it its value in ``from_result`
 
     >>> from captioner import Caption, CaptionResult
     >>> CaptionRecord.from_result("dog.jpg", CaptionResult("dog.jpg", [Caption("a dog runs", -2.0, -0.51)])).to_json()
-    {'image': 'dog.jpg', 'caption': 'A dog runs.', 'lang': 'en', 'model_caption': 'a dog runs', 'score': -0.51}
+    {'image': 'dog.jpg', 'caption': 'A dog runs.', 'lang': 'en', 'photo_problems': [], 'model_caption': 'a dog runs', 'score': -0.51}
 """
 from __future__ import annotations
 
@@ -56,6 +56,9 @@ class CaptionRecord:
                           "words (\"Probably …\", \"Maybe …\"), after the out-of-domain warning when the picture "
                           "is unlike the training photos, written as prose in the caption's language")
     lang: str = _field("the captions' language (ISO 639-1: en, de, zh, fr or es)")
+    photo_problems: list[str] = _field("what is wrong with the photo itself, said first in `caption` with advice: "
+                                       "some of \"blurry\", \"dark\", \"bright\" ([] when fine; in CSV joined "
+                                       "by \";\")")
     confidence: float = _field("with a calibrated model: the chance (0-1, 3 decimals) that the caption is a good "
                                "description of the picture")
     band: Literal["high", "medium", "low"] = _field("with a calibrated model: how sure the caption is, which sets "
@@ -81,7 +84,8 @@ class CaptionRecord:
         best = result.captions[0]
         alternatives = ([Alternative(c.text, round(float(c.score), 4)) for c in result.captions]
                         if len(result.captions) > 1 else ABSENT)
-        return cls(image=str(image), caption=result.sentence, lang=result.lang, **calibration,
+        return cls(image=str(image), caption=result.sentence, lang=result.lang,
+                   photo_problems=list(result.photo_problems), **calibration,
                    model_caption=result.text, score=round(float(best.score), 4), alternatives=alternatives)
 
     def to_json(self) -> dict:
