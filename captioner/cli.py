@@ -45,6 +45,9 @@ def _add_decode_args(parser: argparse.ArgumentParser) -> None:
                              "0 = allow (default %(default)s)")
     parser.add_argument("--allow-unk", action="store_true",
                         help="let captions contain <unk>, the rare-word token (off by default)")
+    parser.add_argument("--wording", default=d.wording, choices=["as-learned", "neutral"],
+                        help="neutral: person words without gender (a person, a child, their) instead of the "
+                             "model's guesses (default %(default)s)")
 
 
 def _add_writeback_flags(parser: argparse.ArgumentParser, dry_run: bool) -> None:
@@ -139,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=16,
                    help="images per encoder batch when concurrent requests are gathered; 1 = one request per "
                         "model call (default %(default)s)")
+    p.add_argument("--max-languages", type=int, default=3,
+                   help="caption languages kept loaded at once: --lang's (the default) and the most recently "
+                        "asked for with ?lang= (default %(default)s)")
 
     p = sub.add_parser("write", help="write captions from a captions file into XMP sidecars, the photos' "
                                      "EXIF/XMP, or the alt text of HTML/Markdown pages")
@@ -215,7 +221,8 @@ def decode_config(args, length_alpha: float = DecodeConfig.length_alpha) -> Deco
     """Every decoding flag in one DecodeConfig (``--length-alpha`` absent: the model's tuned exponent)."""
     cfg = DecodeConfig(beam_width=args.beam_width, n_best=getattr(args, "n_best", 1), max_words=args.max_words,
                        length_alpha=length_alpha if args.length_alpha is None else args.length_alpha,
-                       block_ngram=args.block_ngram, allow_unk=args.allow_unk)
+                       block_ngram=args.block_ngram, allow_unk=args.allow_unk,
+                       wording=getattr(args, "wording", DecodeConfig.wording))
     cfg.validate()
     return cfg
 
@@ -382,7 +389,7 @@ def cmd_calibrate(args) -> int:
 def cmd_serve(args) -> int:
     from .serving.api import serve
 
-    serve(args.host, args.port, args.model, args.weights, max_batch=args.max_batch)
+    serve(args.host, args.port, args.model, args.weights, max_batch=args.max_batch, max_languages=args.max_languages)
     return 0
 
 
