@@ -42,6 +42,8 @@ CASES = {
         ("une petite fille blonde", "un petit enfant blond"),
         ("la fille", "l' enfant"),
         ("un garçon et une femme", "un enfant et une personne"),
+        ("une fille en robe est assise", "un enfant en robe est assis"),  # the predicate agrees too
+        ("un homme en maillot est allongé sur le sable", "une personne en maillot est allongée sur le sable"),
     ],
     "es": [
         ("un hombre sentado", "una persona sentada"),
@@ -51,6 +53,8 @@ CASES = {
         ("una niña pequeña juega", "un infante pequeño juega"),
         ("una chica rubia", "un joven rubio"),
         ("una mujer y un perro", "una persona y un perro"),
+        ("un hombre con una camisa roja está sentado", "una persona con una camisa roja está sentada"),
+        ("los hombres con sombreros están sentados", "las personas con sombreros están sentadas"),
     ],
     "zh": [
         ("一个 小女孩 和 她 的 狗", "一个 小孩 和 自己 的 狗"),
@@ -65,6 +69,13 @@ CASES = {
 def test_rewriting_per_language(lang, before, after):
     assert neutral(before, lang) == after
     assert not genders(after, lang)
+
+
+def test_german_feminine_agent_nouns_are_kept_and_counted():
+    """"Läuferin" has no neutral one-word form: it is kept (and counted as naming a gender); the adjective
+    "junge" before it is not mistaken for the noun "Junge"."""
+    assert neutral("eine junge läuferin", "de") == "eine junge läuferin"
+    assert genders("eine junge läuferin", "de") == {"f"}
 
 
 def test_written_german_capitalises_the_new_nouns():

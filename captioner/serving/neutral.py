@@ -167,8 +167,12 @@ def _de_adjective(word: str, new: str, definite: bool, case: str, article: bool)
 
 def _de_is_noun_junge(words: list[str], i: int, nouns: set[str]) -> bool:
     """Is ``junge``/``jungen`` at ``i`` the noun (a boy) rather than the adjective (young ...)? The adjective
-    is followed, across other adjectives, by a noun."""
+    is followed, across other adjectives, by a noun, or comes after a feminine article ("eine junge ...")."""
+    if i > 0 and words[i - 1] in ("eine", "einer", "keine", "keiner"):
+        return False
     for w in words[i + 1:i + 4]:
+        if _DE_IN.match(w):  # "eine junge Läuferin"
+            return False
         if w in _DE_NOUNS or w in nouns or w in NEW_WRITTEN_FORMS["de"] or w in ("menschen", "leute", "paar"):
             return False
         if not (_DE_ADJ.match(w) and w not in _DE_NOT_ADJ):
@@ -226,6 +230,17 @@ def _de(words: list[str], nouns: set[str]) -> list[str]:
             m = _DE_POSSESSIVE.match(w)
             out[i] = ("sein" if antecedent == "n" else "ihr") + (m.group(2) or "")
     return " ".join(out).split()
+
+
+def _predicate(words: list[str], i: int, copulas: set[str]) -> int | None:
+    """Index of the word after the first copula following the noun at ``i`` ("una persona con una camisa roja
+    está sentada"), or None when a conjunction or another copula's clause comes first."""
+    for k in range(i + 1, min(i + 8, len(words) - 1)):
+        if words[k] in ("y", "et", "und", "mientras", "pendant", "qui", "que"):
+            return None
+        if words[k] in copulas:
+            return k + 1
+    return None
 
 
 # -- French ----------------------------------------------------------------------------------------------
@@ -292,8 +307,11 @@ def _fr(words: list[str]) -> list[str]:
                 out[i - 1] = {"le": "l'", "la": "l'", "de la": "de l'", "du": "de l'", "à la": "à l'", "au": "à l'",
                               "ce": "cet", "cette": "cet"}.get(prev, prev)
             after = range(i + 1, min(i + 3, len(words)))
-            if i + 2 < len(words) and words[i + 1] in ("est", "sont"):  # "la personne est assise"
-                after = range(i + 2, min(i + 3, len(words)))
+            k = _predicate(words, i, {"est", "sont"} if w.endswith("s") else {"est"})
+            if k is not None and k - 1 > i + 1:  # "une personne en maillot de bain est assise"
+                out[k] = _fr_agree(words[k], new)
+            elif k is not None:  # "la personne est assise"
+                after = range(k, min(k + 1, len(words)))
             for k in after:  # adjectives and participles after it
                 if words[k] in _FR_STOP:
                     break
@@ -364,6 +382,9 @@ def _es(words: list[str]) -> list[str]:
                 break
             out[j] = agreed
             j -= 1
+        k = _predicate(words, i, {"están", "son", "estaban"} if w.endswith("s") else {"está", "es", "estaba"})
+        if k is not None:  # "una persona con una camisa roja está sentada"
+            out[k] = _es_agree(words[k], new)
         for k in range(i + 1, min(i + 3, len(words))):
             if words[k] in _ES_STOP or words[k].endswith("ndo"):
                 break
