@@ -81,7 +81,7 @@ def sidebar(by_language: dict, w: dict) -> dict:
     n_best = st.sidebar.number_input(w["captions_to_show"], 1, beam_width, min(3, beam_width),
                                      help=w["captions_to_show_help"], key="n-best")
     max_words = st.sidebar.slider(w["max_words"], 5, 40, 30, key="max-words")
-    wording = st.sidebar.radio(w["wording"], ["as-learned", "neutral"], horizontal=True, key="wording",
+    wording = st.sidebar.radio(w["wording"], ["neutral", "as-learned"], horizontal=True, key="wording",
                                format_func={"as-learned": w["wording_as_learned"], "neutral": w["wording_neutral"]}.get,
                                help=w["wording_help"])
     st.sidebar.header(w["speech"])

@@ -45,9 +45,6 @@ def _add_decode_args(parser: argparse.ArgumentParser) -> None:
                              "0 = allow (default %(default)s)")
     parser.add_argument("--allow-unk", action="store_true",
                         help="let captions contain <unk>, the rare-word token (off by default)")
-    parser.add_argument("--wording", default=d.wording, choices=["as-learned", "neutral"],
-                        help="neutral: person words without gender (a person, a child, their) instead of the "
-                             "model's guesses (default %(default)s)")
 
 
 def _add_writeback_flags(parser: argparse.ArgumentParser, dry_run: bool) -> None:
@@ -69,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="images per encoder batch (default %(default)s)")
     _add_model_args(p)
     _add_decode_args(p)
+    p.add_argument("--wording", default=DecodeConfig.wording, choices=["neutral", "as-learned"],
+                   help="neutral: person words without gender (a person, a child, their) instead of the model's "
+                        "guesses (a man, a girl, his), which are often wrong; as-learned: the model's own words "
+                        "(default %(default)s)")
     p.add_argument("--n-best", type=int, default=1, help="captions per image (default %(default)s)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--engine", choices=["local", "ray"], default="local",

@@ -5,8 +5,9 @@ captions against the raw references. Writes docs/neutral-wording.json (docs/LANG
 
     python experiments/neutral_wording.py [--data ../shared/flickr8k] [--langs en de zh fr es]
 
-Both wordings are decoded through ``Captioner.caption_features`` (beam 3, each folder's tuned length
-exponent), so the neutral captions are exactly what ``caption --wording neutral`` writes.
+Captions are decoded once through ``Captioner.caption_features`` (beam 3, each folder's tuned length
+exponent, wording neutral); the decoder's own tokens are the as-learned captions, and their rewriting is
+checked to be exactly what ``caption --wording neutral`` writes.
 """
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def measure(lang: str, data: Path | None) -> dict:
     from captioner.pipeline.data import load_dataset
     from captioner.pipeline.evaluate import caption_metrics
     from captioner.pipeline.features import extract_features
-    from captioner.serving.neutral import genders, german_nouns, neutral
+    from captioner.serving.neutral import genders, german_nouns, neutral, written_forms
 
     captioner = Captioner.load(lang=lang, allow_download=False)
     dataset = load_dataset(data, lang)
@@ -60,15 +61,18 @@ def measure(lang: str, data: Path | None) -> dict:
     extracted = extract_features(captioner.encoder, [dataset.image_dir / n for n in names], progress=False,
                                  kind=captioner.feature_kind)
     nouns = german_nouns(captioner.checkpoint.truecase)
-    out: dict[str, dict[str, str]] = {}
-    for wording in ("as-learned", "neutral"):
-        decode = captioner.default_decode(beam_width=3, wording=wording)
-        preds = {}
-        for i in range(0, len(extracted.names), 64):
-            chunk = extracted.names[i:i + 64]
-            for name, caps in zip(chunk, captioner.caption_features(extracted.features[i:i + 64], decode)):
-                preds[name] = caps[0].tokens
-        out[wording] = preds
+    out: dict[str, dict[str, str]] = {"as-learned": {}, "neutral": {}}
+    written = []  # (what caption --wording neutral writes, the neutral tokens written back): must agree
+    decode = captioner.default_decode(beam_width=3, wording="neutral")
+    for i in range(0, len(extracted.names), 64):
+        chunk = extracted.names[i:i + 64]
+        for name, caps in zip(chunk, captioner.caption_features(extracted.features[i:i + 64], decode)):
+            out["as-learned"][name] = caps[0].tokens  # the decoder's own tokens (both wordings share them)
+            out["neutral"][name] = neutral(caps[0].tokens, lang, nouns)
+            written.append((caps[0].text, captioner.checkpoint.language.write(
+                out["neutral"][name], written_forms(lang, captioner.checkpoint.truecase))))
+    if any(a != b for a, b in written):
+        raise RuntimeError("the neutral captions written by Captioner differ from the measured ones")
     raw_refs = {n: dataset.captions[n] for n in out["as-learned"]}
     neutral_refs = {n: [neutral(r, lang, nouns) for r in refs] for n, refs in raw_refs.items()}
     learned, _ = caption_metrics(raw_refs, out["as-learned"], meteor=False)

@@ -89,6 +89,8 @@ def test_written_german_capitalises_the_new_nouns():
 def test_a_bad_wording_is_refused_with_the_choices():
     from captioner import DecodeConfig
 
+    assert DecodeConfig().wording == "neutral"  # the default: no worse on dev in any language
+
     with pytest.raises(ValueError, match="wording must be one of as-learned, neutral, not 'genderless'"):
         DecodeConfig(wording="genderless").validate()
     assert check_wording("neutral") == "neutral"
@@ -137,11 +139,12 @@ def test_the_setting_reaches_every_written_caption():
 
     captioner = Captioner.load(allow_download=False)
     photos = [ASSETS / n for n in ("dog-field.jpg", "cat.jpg", "astronaut.jpg")]
-    learned = captioner.caption(photos, captioner.default_decode(beam_width=3, n_best=3))
+    learned = captioner.caption(photos, captioner.default_decode(beam_width=3, n_best=3, wording="as-learned"))
     neutral_results = captioner.caption(photos, captioner.default_decode(beam_width=3, n_best=3, wording="neutral"))
     for a, b in zip(learned, neutral_results, strict=True):
-        assert [neutral(c.tokens, "en") for c in a.captions] == [c.tokens for c in b.captions]
-        assert [c.text for c in b.captions] == [c.tokens for c in b.captions]  # English is written as decoded
+        assert [c.tokens for c in a.captions] == [c.tokens for c in b.captions]  # the decoder's own tokens
+        assert [c.text for c in a.captions] == [c.tokens for c in a.captions]  # English is written as decoded
+        assert [c.text for c in b.captions] == [neutral(c.tokens, "en") for c in b.captions]
         for c in b.captions:
             assert not set(c.text.split()) & ENGLISH_GENDERED
         assert b.text[1:] in b.sentence  # the sentence a person hears is the neutral caption

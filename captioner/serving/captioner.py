@@ -206,12 +206,12 @@ class Captioner:
             side = int(round(regions ** 0.5))
             maps = np.asarray(hyp.attention, np.float32).reshape(len(hyp.ids), side, side)
         tokens = self.vocab.decode(hyp.ids)
-        if wording == "neutral":  # the tokens too, so metrics, confidence and the written caption agree
+        if wording == "neutral":  # the written caption only: tokens stay the decoder's (metrics, confidence, maps)
             from .neutral import german_nouns, neutral, written_forms
 
             truecase = self.checkpoint.truecase
-            tokens = neutral(tokens, self.lang, german_nouns(truecase))
-            text = self.checkpoint.language.write(tokens, written_forms(self.lang, truecase))
+            text = self.checkpoint.language.write(neutral(tokens, self.lang, german_nouns(truecase)),
+                                                  written_forms(self.lang, truecase))
             return Caption(text, hyp.log_prob, hyp.score, list(hyp.ids), maps, tokens)
         return Caption(self.checkpoint.write(tokens), hyp.log_prob, hyp.score, list(hyp.ids), maps, tokens)
 

@@ -30,7 +30,7 @@ import re
 from typing import Mapping
 
 WORDINGS = ("as-learned", "neutral")  # DecodeConfig.wording: the decoder's own words, or no gender guesses
-DEFAULT_WORDING = "as-learned"
+DEFAULT_WORDING = "neutral"  # no worse on dev in any language (docs/LANGUAGES.md), and no gender guesses
 
 
 def check_wording(wording: str) -> str:
