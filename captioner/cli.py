@@ -390,6 +390,8 @@ def cmd_calibrate(args) -> int:
 def cmd_serve(args) -> int:
     from .serving.api import serve
 
+    if args.max_languages < 1:
+        raise ValueError(f"--max-languages must be at least 1 (the default language's model), not {args.max_languages}")
     serve(args.host, args.port, args.model, args.weights, max_batch=args.max_batch, max_languages=args.max_languages)
     return 0
 
