@@ -81,6 +81,9 @@ def sidebar(by_language: dict, w: dict) -> dict:
     n_best = st.sidebar.number_input(w["captions_to_show"], 1, beam_width, min(3, beam_width),
                                      help=w["captions_to_show_help"], key="n-best")
     max_words = st.sidebar.slider(w["max_words"], 5, 40, 30, key="max-words")
+    wording = st.sidebar.radio(w["wording"], ["neutral", "as-learned"], horizontal=True, key="wording",
+                               format_func={"as-learned": w["wording_as_learned"], "neutral": w["wording_neutral"]}.get,
+                               help=w["wording_help"])
     st.sidebar.header(w["speech"])
     engine = st.sidebar.radio(w["voice"], ["auto", "gtts", "espeak"], horizontal=True, key="voice",
                               format_func={"auto": w["voice_auto"], "gtts": w["voice_gtts"],
@@ -88,7 +91,7 @@ def sidebar(by_language: dict, w: dict) -> dict:
                               help=w["voice_help"])
     # length_alpha is left out: each model's own tuned exponent fills it in (Captioner.default_decode)
     return dict(model_dir=model_dir, decode=dict(beam_width=int(beam_width), n_best=int(n_best),
-                                                 max_words=int(max_words)), engine=engine)
+                                                 max_words=int(max_words), wording=wording), engine=engine)
 
 
 def gather_images(w: dict) -> list[tuple[str, bytes]]:
@@ -212,7 +215,8 @@ def show_result(index: int, item: dict, settings: dict, captioner: Captioner, w:
     camera = st.session_state.get("source") == "Camera"
     if camera:  # the person is holding the camera: what to do about the shot comes first, above everything
         show_photo_advice(result, index, w, camera=True)
-    left, right = st.columns([2, 3], gap="large")
+    # keyed so language_tags() can mark it lang="<the caption's language>": a screen reader switches voice
+    left, right = st.container(key=f"said-{index}").columns([2, 3], gap="large")
     with left:
         st.image(item["thumbnail"], width="stretch", alt=said)  # the caption doubles as alt text
     with right:
@@ -263,9 +267,37 @@ def show_result(index: int, item: dict, settings: dict, captioner: Captioner, w:
                           for c in result.captions])
 
 
+LANG_SCRIPT = """<script>
+window.__captionerLang = %s;
+if (!window.__captionerTag) {  /* once per page: re-applied whenever Streamlit redraws part of it */
+  window.__captionerTag = () => {
+    const want = window.__captionerLang, root = document.documentElement;
+    if (root.lang !== want.page) root.lang = want.page;
+    for (const [key, lang] of Object.entries(want.said))
+      for (const el of document.querySelectorAll('.st-key-' + key))
+        if (el.getAttribute('lang') !== lang) el.setAttribute('lang', lang);
+  };
+  new MutationObserver(window.__captionerTag).observe(document.body, {childList: true, subtree: true});
+}
+window.__captionerTag();
+</script>"""
+
+
+def language_tags(page_lang: str, results: list[dict]) -> None:
+    """Tell assistive technology which language it reads: the document's ``<html lang>`` is the page's
+    language, and each result (caption, alternatives, alt text) is marked with its caption's language,
+    which can differ once the page's language is switched. Streamlit writes ``<html lang="en">`` and
+    offers no attribute for either, so a small script (run in the page itself, not an iframe) sets them."""
+    import json
+
+    said = {f"said-{i}": item["result"].lang for i, item in enumerate(results) if item["result"].ok}
+    st.html(LANG_SCRIPT % json.dumps({"page": page_lang, "said": said}), unsafe_allow_javascript=True)
+
+
 def main() -> None:
     by_language = models_by_language()
-    w = page_words(page_language(by_language))  # the page speaks the caption language
+    page_lang = page_language(by_language)
+    w = page_words(page_lang)  # the page speaks the caption language
     settings = sidebar(by_language, w)
     st.title("captioner")
     st.write(w["intro"])
@@ -294,6 +326,7 @@ def main() -> None:
         for index, item in enumerate(results):
             st.divider()
             show_result(index, item, settings, captioner, w)
+    language_tags(page_lang, results)
 
 
 main()

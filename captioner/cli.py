@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="images per encoder batch (default %(default)s)")
     _add_model_args(p)
     _add_decode_args(p)
+    p.add_argument("--wording", default=DecodeConfig.wording, choices=["neutral", "as-learned"],
+                   help="neutral: person words without gender (a person, a child, their) instead of the model's "
+                        "guesses (a man, a girl, his), which are often wrong; as-learned: the model's own words "
+                        "(default %(default)s)")
     p.add_argument("--n-best", type=int, default=1, help="captions per image (default %(default)s)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--engine", choices=["local", "ray"], default="local",
@@ -143,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=16,
                    help="images per encoder batch when concurrent requests are gathered; 1 = one request per "
                         "model call (default %(default)s)")
+    p.add_argument("--max-languages", type=int, default=3,
+                   help="caption languages kept loaded at once: --lang's (the default) and the most recently "
+                        "asked for with ?lang= (default %(default)s)")
 
     p = sub.add_parser("write", help="write captions from a captions file into XMP sidecars, the photos' "
                                      "EXIF/XMP, or the alt text of HTML/Markdown pages")
@@ -244,7 +251,8 @@ def decode_config(args, length_alpha: float = DecodeConfig.length_alpha) -> Deco
     """Every decoding flag in one DecodeConfig (``--length-alpha`` absent: the model's tuned exponent)."""
     cfg = DecodeConfig(beam_width=args.beam_width, n_best=getattr(args, "n_best", 1), max_words=args.max_words,
                        length_alpha=length_alpha if args.length_alpha is None else args.length_alpha,
-                       block_ngram=args.block_ngram, allow_unk=args.allow_unk)
+                       block_ngram=args.block_ngram, allow_unk=args.allow_unk,
+                       wording=getattr(args, "wording", DecodeConfig.wording))
     cfg.validate()
     return cfg
 
@@ -412,7 +420,9 @@ def cmd_calibrate(args) -> int:
 def cmd_serve(args) -> int:
     from .serving.api import serve
 
-    serve(args.host, args.port, args.model, args.weights, max_batch=args.max_batch)
+    if args.max_languages < 1:
+        raise ValueError(f"--max-languages must be at least 1 (the default language's model), not {args.max_languages}")
+    serve(args.host, args.port, args.model, args.weights, max_batch=args.max_batch, max_languages=args.max_languages)
     return 0
 
 

@@ -96,6 +96,7 @@ class DecodeConfig:
     length_alpha: float = 0.7  # length normalisation: score = log p / len ** alpha (0 = none)
     block_ngram: int = 3  # never repeat one of the caption's own n-grams ("a man in a man in"); 0 = allow, else >= 2
     allow_unk: bool = False  # let captions contain <unk> (the rare-word token); off for people, on for diagnostics
+    wording: str = "neutral"  # how captions are written: "neutral" (person words without gender: "a person", "their"; serving/neutral.py) or "as-learned" (the decoder's own words); tokens stay the decoder's
 
     def validate(self) -> None:
         if not 1 <= self.beam_width <= 20:
@@ -105,6 +106,9 @@ class DecodeConfig:
         check_block_ngram(self.block_ngram)
         if not 1 <= self.max_words <= 100:
             raise ValueError(f"max_words must be between 1 and 100, not {self.max_words}")
+        from .serving.neutral import check_wording
+
+        check_wording(self.wording)
 
 
 def check_block_ngram(n: int) -> None:

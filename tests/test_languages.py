@@ -146,7 +146,7 @@ def test_a_tiny_training_run_per_language_captions_in_that_language(tmp_path, co
     assert any(not w.isascii() for w in checkpoint.vocab.words[4:])  # the vocabulary is the language's own
     captioner = Captioner(None, checkpoint)
     features_dev = np.stack([features[n] for n in dataset.split_names("dev")[:3]])
-    for [caption] in captioner.caption_features(features_dev, DecodeConfig(beam_width=2, max_words=8)):
+    for [caption] in captioner.caption_features(features_dev, DecodeConfig(beam_width=2, max_words=8, wording="as-learned")):
         assert caption.text == checkpoint.write(caption.tokens)
         if caption.tokens and code == "zh":
             assert " " not in caption.text and caption.text.endswith("。")

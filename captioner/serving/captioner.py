@@ -158,7 +158,7 @@ class Captioner:
     @classmethod
     def load(cls, model_dir: str | Path | None = None, weights: str | Path | None = None,
              allow_download: bool = True, backend: str | None = None, lang: str | None = None,
-             precision: str | None = None) -> "Captioner":
+             precision: str | None = None, encoder=None) -> "Captioner":
         """Load a model folder (default: the default model of ``lang``, English when None) and the
         Xception encoder (on ``backend``: "auto", "openvino" or "tensorflow"; default
         ``$CAPTIONER_BACKEND``, else the encoder's default; at ``precision``: "float32", or "int8" once
@@ -167,6 +167,9 @@ class Captioner:
         When the encoder runs on OpenVINO and every decoder is a merge decoder, the decoders step on
         OpenVINO too (or NumPy; ``decoders/portable.py``) and TensorFlow is never imported; otherwise
         they run on TensorFlow. ``decoder_backend`` says which.
+
+        ``encoder``: an encoder already loaded (another language's Captioner's), shared instead of loading
+        a second copy; ``weights``, ``backend`` and ``precision`` are then not used.
 
         Raises CheckpointError, LanguageError or WeightsError with a message that says how to fix it.
         """
@@ -178,7 +181,8 @@ class Captioner:
             raise CheckpointError(f"{checkpoint.folder} captions in {checkpoint.config.lang!r}, not {lang!r}: "
                                   f"leave out the model folder to get the {lang!r} default, or pass a {lang!r} folder")
         confidence, problem = load_confidence(checkpoint.folder)
-        encoder = XceptionEncoder.load(weights, allow_download=allow_download, backend=backend, precision=precision)
+        encoder = encoder or XceptionEncoder.load(weights, allow_download=allow_download, backend=backend,
+                                                  precision=precision)
         if encoder.backend == "openvino" and portable_folder(checkpoint):
             from .decoders.portable import PortableUnavailable
 
@@ -207,15 +211,22 @@ class Captioner:
         decode = decode or self.default_decode()
         keep_attention = keep_attention and self.has_attention
         hyps = decode_with(self.stepper, features, self.vocab, decode, keep_attention)
-        return [[self._caption(h) for h in per_image] for per_image in hyps]
+        return [[self._caption(h, decode.wording) for h in per_image] for per_image in hyps]
 
-    def _caption(self, hyp) -> Caption:
+    def _caption(self, hyp, wording: str = "as-learned") -> Caption:
         maps = None
         if hyp.attention is not None:
             regions = len(hyp.attention[0]) if hyp.attention else 1
             side = int(round(regions ** 0.5))
             maps = np.asarray(hyp.attention, np.float32).reshape(len(hyp.ids), side, side)
         tokens = self.vocab.decode(hyp.ids)
+        if wording == "neutral":  # the written caption only: tokens stay the decoder's (metrics, confidence, maps)
+            from .neutral import german_nouns, neutral, written_forms
+
+            truecase = self.checkpoint.truecase
+            text = self.checkpoint.language.write(neutral(tokens, self.lang, german_nouns(truecase)),
+                                                  written_forms(self.lang, truecase))
+            return Caption(text, hyp.log_prob, hyp.score, list(hyp.ids), maps, tokens)
         return Caption(self.checkpoint.write(tokens), hyp.log_prob, hyp.score, list(hyp.ids), maps, tokens)
 
     def caption(self, images: Sequence[ImageSource], decode: DecodeConfig | None = None,

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from .errors import add_error_handlers
 from .middleware import MAX_BODY_BYTES, GuardMiddleware
 from .routes import ROUTERS
-from .service import DEFAULT_MAX_BATCH, CaptionService, ModelSource
+from .service import DEFAULT_MAX_BATCH, DEFAULT_MAX_LANGUAGES, CaptionService, ModelSource
 
 API_VERSION = "1"
 DESCRIPTION = ("Captions for photos, with calibrated confidence, and the captions spoken aloud. Each caption "
@@ -22,10 +22,13 @@ DESCRIPTION = ("Captions for photos, with calibrated confidence, and the caption
 
 
 def create_app(model: ModelSource = None, weights: str | Path | None = None, max_batch: int = DEFAULT_MAX_BATCH,
-               max_body: int = MAX_BODY_BYTES, preload: bool = True) -> FastAPI:
+               max_body: int = MAX_BODY_BYTES, preload: bool = True,
+               max_languages: int = DEFAULT_MAX_LANGUAGES) -> FastAPI:
     """The FastAPI app. ``model``: a loaded Captioner, a function returning one, or a model folder (None:
-    the default model). ``preload`` starts loading it in the background at start-up (else on first use)."""
-    service = CaptionService(model, weights, max_batch=max_batch)
+    the default model); its language is the default (``?lang=`` asks for another, loaded on first use, at
+    most ``max_languages`` kept loaded). ``preload`` starts loading it in the background at start-up (else
+    on first use)."""
+    service = CaptionService(model, weights, max_batch=max_batch, max_languages=max_languages)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -44,9 +47,11 @@ def create_app(model: ModelSource = None, weights: str | Path | None = None, max
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, model: str | Path | None = None,
-          weights: str | Path | None = None, max_batch: int = DEFAULT_MAX_BATCH, log_level: str = "info") -> None:
+          weights: str | Path | None = None, max_batch: int = DEFAULT_MAX_BATCH, log_level: str = "info",
+          max_languages: int = DEFAULT_MAX_LANGUAGES) -> None:
     """Run the API with uvicorn until interrupted (loopback only unless ``host`` says otherwise)."""
     import uvicorn
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s: %(name)s: %(message)s")
-    uvicorn.run(create_app(model, weights, max_batch=max_batch), host=host, port=port, log_level=log_level)
+    uvicorn.run(create_app(model, weights, max_batch=max_batch, max_languages=max_languages), host=host, port=port,
+                log_level=log_level)

@@ -88,12 +88,24 @@ class ModelInfo(BaseModel):
     loaded: bool = Field(..., description="true for the model this server captions with")
 
 
+class LanguageModel(BaseModel):
+    """The model that captions one language (``POST /v1/captions?lang=...``)."""
+
+    lang: str = Field(..., description="ISO 639-1 code: en, de, zh, fr or es")
+    name: str = Field(..., description="the language's name in English")
+    model: str | None = Field(..., description="the model folder that captions it (null: none is installed)")
+    default: bool = Field(..., description="true for the server's default language (serve --lang)")
+    loaded: bool = Field(..., description="true while its model is loaded (others load on first use)")
+
+
 class ModelList(BaseModel):
     """The model folders this server can see."""
 
     loaded: str | None = Field(..., description="the loaded model's name (null: not loaded yet)")
     default: str = Field(..., description="the default model's name")
     models: list[ModelInfo]
+    languages: list[LanguageModel] = Field(default_factory=list, description="per caption language, its model")
+    max_languages: int = Field(0, description="at most this many languages' models are loaded at once")
 
 
 class SpeechRequest(BaseModel):

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("captioner.api")
 
+DEFAULT_MAX_LANGUAGES = 3  # captioners kept loaded at once (the default language's and the most recently used others)
 DEFAULT_MAX_BATCH = 16  # images per encoder batch when requests are gathered (1 = one request per call)
 BATCH_WINDOW_S = 0.005  # how long the worker waits for more requests before starting a batch
 
@@ -30,15 +31,19 @@ class _Job:
     images: list[bytes]
     names: list[str]
     decode: DecodeConfig
+    lang: str | None = None  # None: the server's default language
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
 
 
 class CaptionService:
-    """One captioner per process: loaded once under a lock, used by one worker thread that gathers
-    concurrent requests into shared ``Captioner.caption`` calls."""
+    """The default captioner, loaded once under a lock, and the other languages' captioners, loaded on first
+    use with the default's encoder (one Xception for every language) and kept to ``max_languages``
+    captioners in all (the least recently used other language is let go first); one worker thread gathers
+    concurrent requests of the same language and settings into shared ``Captioner.caption`` calls."""
 
     def __init__(self, model: ModelSource = None, weights: str | Path | None = None,
-                 max_batch: int = DEFAULT_MAX_BATCH, window_s: float = BATCH_WINDOW_S):
+                 max_batch: int = DEFAULT_MAX_BATCH, window_s: float = BATCH_WINDOW_S,
+                 max_languages: int = DEFAULT_MAX_LANGUAGES):
         from ..captioner import Captioner
 
         self._captioner = model if isinstance(model, Captioner) else None
@@ -50,6 +55,8 @@ class CaptionService:
             self._loader = lambda: Captioner.load(model, weights)
         self.model_dir = Path(model) if isinstance(model, (str, Path)) else None
         self.max_batch = max(1, int(max_batch))
+        self.max_languages = max(1, int(max_languages))
+        self._others: collections.OrderedDict[str, Captioner] = collections.OrderedDict()  # least recent first
         self.window_s = window_s
         self.load_error: str | None = None
         self._load_lock = threading.Lock()
@@ -67,8 +74,52 @@ class CaptionService:
         """True once the captioner is loaded."""
         return self._captioner is not None
 
-    def load(self):
-        """The captioner, loading it on first use (once, whoever asks first); APIError 503 if it cannot load."""
+    def load(self, lang: str | None = None):
+        """The captioner of ``lang`` (None: the default), loading it on first use (once, whoever asks
+        first); APIError 503 if it cannot load."""
+        default = self._load_default()
+        if lang is None or lang == default.lang:
+            return default
+        with self._load_lock:
+            if lang in self._others:
+                self._others.move_to_end(lang)
+                return self._others[lang]
+            from ..captioner import Captioner
+            from ..model_folder import CheckpointError
+
+            try:
+                loaded = Captioner.load(lang=lang, encoder=default.encoder)
+            except (CheckpointError, OSError, ValueError) as err:
+                log.error("the %s model failed to load: %s", lang, err)
+                raise APIError(503, f"the {lang!r} model is not available: {err}") from err
+            self._others[lang] = loaded
+            while len(self._others) > self.max_languages - 1:
+                gone, _ = self._others.popitem(last=False)
+                log.info("let the %s model go (at most %d languages loaded)", gone, self.max_languages)
+            log.info("model %s loaded for %s", Path(loaded.checkpoint.folder).name, lang)
+            return loaded
+
+    @property
+    def default_lang(self) -> str:
+        """The default language: the default model's (read from its folder before it is loaded)."""
+        if self._captioner is not None:
+            return self._captioner.lang
+        from ..model_folder import model_language
+
+        try:
+            return model_language(self.model_dir) if self.model_dir else "en"
+        except Exception:  # noqa: BLE001 - a missing folder is reported by load(); here only a label
+            return "en"
+
+    @property
+    def loaded_languages(self) -> dict[str, str]:
+        """Language -> the model folder's name, for every captioner loaded now."""
+        found = {self._captioner.lang: Path(self._captioner.checkpoint.folder).name} if self._captioner else {}
+        found.update((lang, Path(c.checkpoint.folder).name) for lang, c in list(self._others.items()))
+        return found
+
+    def _load_default(self):
+        """The default captioner, loading it on first use; APIError 503 if it cannot load."""
         if self._captioner is not None:
             return self._captioner
         with self._load_lock:
@@ -111,9 +162,11 @@ class CaptionService:
         return "ready" if self.loaded else ("failed" if self.load_error else "loading")
 
     # -- captioning
-    def submit(self, images: list[bytes], names: list[str], decode: DecodeConfig) -> concurrent.futures.Future:
-        """Queue one request's images; the future's result is their CaptionResults, in order."""
-        job = _Job(images, names, decode)
+    def submit(self, images: list[bytes], names: list[str], decode: DecodeConfig,
+               lang: str | None = None) -> concurrent.futures.Future:
+        """Queue one request's images (captioned in ``lang``; None: the default language); the future's
+        result is their CaptionResults, in order."""
+        job = _Job(images, names, decode, lang)
         with self._cond:
             if self._worker is None or not self._worker.is_alive():
                 self._stopping = False
@@ -148,7 +201,7 @@ class CaptionService:
             batch, count = [first], len(first.images)
             deadline = time.monotonic() + self.window_s
             while count < self.max_batch:
-                same = next((j for j in self._queue if j.decode == first.decode
+                same = next((j for j in self._queue if j.decode == first.decode and j.lang == first.lang
                              and count + len(j.images) <= self.max_batch), None)
                 if same is not None:
                     self._queue.remove(same)
@@ -171,7 +224,7 @@ class CaptionService:
             if not live:
                 continue
             try:
-                captioner = self.load()
+                captioner = self.load(live[0].lang)
                 images = [img for j in live for img in j.images]
                 names = [n for j in live for n in j.names]
                 with self.model_lock:

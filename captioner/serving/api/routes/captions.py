@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query, Request
 
 from ....config import DecodeConfig
 from ...batch import result_record
+from ...languages import language
 from ..deps import Service
 from ..errors import APIError
 from ..schemas import CaptionResults, errors
@@ -40,20 +41,25 @@ async def captions(request: Request, service: Service,
                    block_ngram: int = Query(_d.block_ngram, description="never repeat one of the caption's own "
                                                                         "n-grams of this length (at least 2); "
                                                                         "0 = allow"),
-                   allow_unk: bool = Query(False, description="let captions contain <unk>")) -> dict:
+                   allow_unk: bool = Query(False, description="let captions contain <unk>"),
+                   wording: str = Query(_d.wording, description="neutral: person words without gender (a person, "
+                                                                "a child, their); as-learned: the model's own words"),
+                   lang: str | None = Query(None, description="caption language: en, de, zh, fr or es (default: "
+                                                              "the server's, set by `serve --lang`)")) -> dict:
     """The records of the request's images (``batch.result_record``: exactly what ``caption --json`` prints)."""
     settings = DecodeConfig(beam_width=beam_width, n_best=n_best, max_words=max_words,
                             length_alpha=_d.length_alpha if length_alpha is None else length_alpha,
-                            block_ngram=block_ngram, allow_unk=allow_unk)
+                            block_ngram=block_ngram, allow_unk=allow_unk, wording=wording)
     try:
         settings.validate()  # bad settings are answered before anything slow
+        code = language(lang).code if lang is not None else None
     except ValueError as err:
         raise APIError(422, str(err)) from err
     images, names = await _read_images(request)
-    captioner = await asyncio.to_thread(service.load)
+    captioner = await asyncio.to_thread(service.load, code)
     if length_alpha is None:
         settings.length_alpha = captioner.checkpoint.length_alpha
-    results = await asyncio.wrap_future(service.submit(images, names, settings))
+    results = await asyncio.wrap_future(service.submit(images, names, settings, code))
     if len(results) == 1 and not results[0].ok:
         raise APIError(422, results[0].error)
     return {"results": [result_record(name, r) for name, r in zip(names, results)]}

@@ -6,7 +6,7 @@ import asyncio
 from fastapi import APIRouter
 
 from ..deps import Service
-from ..schemas import ModelInfo, ModelList
+from ..schemas import LanguageModel, ModelInfo, ModelList
 
 router = APIRouter(prefix="/v1", tags=["models"])
 
@@ -21,4 +21,26 @@ async def models(service: Service) -> ModelList:
     found = await asyncio.to_thread(lambda: [(p.name, describe_model(p)) for p in available_models()])
     return ModelList(loaded=loaded, default=DEFAULT_MODEL_NAME,
                      models=[ModelInfo(name=name, description=text, default=name == DEFAULT_MODEL_NAME,
-                                       loaded=name == loaded) for name, text in found])
+                                       loaded=name == loaded) for name, text in found],
+                     languages=await asyncio.to_thread(_languages, service), max_languages=service.max_languages)
+
+
+def _languages(service) -> list[LanguageModel]:
+    """Each caption language with the folder that captions it, and whether it is loaded now."""
+    from ...languages import LANGUAGES
+    from ...model_folder import CheckpointError, default_model_dir
+
+    loaded = service.loaded_languages
+    default = service.default_lang
+    rows = []
+    for code, spec in LANGUAGES.items():
+        if code == default and service.loaded:
+            model = loaded[code]
+        else:
+            try:
+                model = default_model_dir(code).name
+            except CheckpointError:
+                model = None
+        rows.append(LanguageModel(lang=code, name=spec.name, model=model, default=code == default,
+                                  loaded=code in loaded))
+    return rows

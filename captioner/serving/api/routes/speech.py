@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from ... import speech as voices
@@ -17,8 +17,13 @@ router = APIRouter(prefix="/v1", tags=["speech"])
              responses={200: {"content": {"audio/mpeg": {}, "audio/wav": {}},
                               "description": "the audio; X-Speech-Engine says which voice was used"},
                         **errors(422, 503)})
-async def speech(body: SpeechRequest) -> Response:
+async def speech(body: SpeechRequest, lang: str | None = Query(None, description="the voice's language, "
+                                                                                  "as in /v1/captions?lang= "
+                                                                                  "(overrides the body's lang)")
+                 ) -> Response:
     """The audio of ``body.text`` (MP3 from gTTS, or WAV from the offline espeak-ng voice)."""
+    if lang is not None:
+        body.lang = lang.strip().lower()
     if body.lang not in voices.LANGUAGES:
         raise APIError(422, f"unknown language {body.lang!r} (choose from {', '.join(voices.LANGUAGES)})")
     if body.engine not in voices.ENGINES:
