@@ -96,6 +96,7 @@ class DecodeConfig:
     length_alpha: float = 0.7  # length normalisation: score = log p / len ** alpha (0 = none)
     block_ngram: int = 3  # never repeat one of the caption's own n-grams ("a man in a man in"); 0 = allow
     allow_unk: bool = False  # let captions contain <unk> (the rare-word token); off for people, on for diagnostics
+    read_text: str = "auto"  # read the text in the picture (serving/reading.py): "auto" when a quick look finds text, "on" always, "off" never
 
     def validate(self) -> None:
         if not 1 <= self.beam_width <= 20:
@@ -106,6 +107,8 @@ class DecodeConfig:
             raise ValueError(f"block_ngram must be 0 (off) or at least 2, not {self.block_ngram}")
         if not 1 <= self.max_words <= 100:
             raise ValueError(f"max_words must be between 1 and 100, not {self.max_words}")
+        if self.read_text not in ("auto", "on", "off"):
+            raise ValueError(f"read_text must be one of auto, on, off, not {self.read_text!r}")
 
 
 def save_json(data: dict[str, Any], path: Path) -> None:

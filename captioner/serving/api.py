@@ -356,10 +356,12 @@ def create_app(model: ModelSource = None, weights: str | Path | None = None, max
                                                                             "(default: the model's tuned value)"),
                        block_ngram: int = Query(d.block_ngram, description="never repeat an n-gram of this "
                                                                            "length; 0 = allow"),
-                       allow_unk: bool = Query(False, description="let captions contain <unk>")):
+                       allow_unk: bool = Query(False, description="let captions contain <unk>"),
+                       read_text: str = Query(d.read_text, description="read the text in the picture: auto "
+                                                                       "(when a quick look finds text), on, off")):
         settings = DecodeConfig(beam_width=beam_width, n_best=n_best, max_words=max_words,
                                 length_alpha=d.length_alpha if length_alpha is None else length_alpha,
-                                block_ngram=block_ngram, allow_unk=allow_unk)
+                                block_ngram=block_ngram, allow_unk=allow_unk, read_text=read_text)
         try:
             settings.validate()  # bad settings are answered before anything slow
         except ValueError as err:

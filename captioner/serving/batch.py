@@ -18,7 +18,7 @@ from ..config import DecodeConfig
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif",
                   ".svg"}  # SVG is picked up so that each one gets its "not supported" line
 CSV_FIELDS = ("image", "caption", "lang", "confidence", "band", "in_domain", "reason", "model_caption", "score",
-              "error")
+              "read_text", "kind", "error")
 
 
 @dataclass
@@ -54,7 +54,10 @@ def result_record(path: Path, result) -> dict:
     out-of-domain warning), ``"model_caption"`` the decoder's own words, ``"score"`` their ranking score;
     with a calibrated model also ``"confidence"`` (0-1), ``"band"`` (high / medium / low),
     ``"in_domain"`` and ``"reason"`` (why the picture was flagged, else null); ``"lang"``, the captions'
-    language; ``"alternatives"`` when several captions were asked for. An image that failed:
+    language; ``"alternatives"`` when several captions were asked for; ``"read_text"`` (every line read in
+    the picture, joined by newlines, or null), ``"kind"`` ("photo", "document", "sign") and, when text was
+    read, ``"text_lines"`` (each line's text, score and box) and ``"short_caption"`` (alt text). An image
+    that failed:
     ``{"image", "error"}``.
     """
     if not result.ok:
@@ -63,6 +66,10 @@ def result_record(path: Path, result) -> dict:
     if result.assessment is not None:
         record.update(result.assessment.to_json())
     record.update({"model_caption": result.text, "score": round(result.captions[0].score, 4)})
+    record.update({"read_text": result.read_text, "kind": result.kind})
+    if result.read_text:
+        record["text_lines"] = [line.to_json() for line in result.reading.lines]
+        record["short_caption"] = result.short_sentence
     if len(result.captions) > 1:
         record["alternatives"] = [{"caption": c.text, "score": round(c.score, 4)} for c in result.captions]
     return record

@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from .confidence import Assessment, ConfidenceError, ConfidenceModel
 from .images import ImageError, ImageSource, load_image, preprocess_image, source_name
 
 THUMBNAIL_SIDE = 640  # longest side of ``CaptionResult.thumbnail``
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -54,6 +56,7 @@ class CaptionResult:
     thumbnail: object | None = field(default=None, repr=False)  # upright PIL image (<= 640 px), when asked for
     assessment: Assessment | None = None  # how sure the best caption is (None: the model has no calibration)
     lang: str = "en"  # the captions' language (ISO 639-1); hedges and warnings are worded in it
+    reading: object | None = None  # reading.Reading: the text read in the picture (None: not read)
 
     @property
     def ok(self) -> bool:
@@ -80,13 +83,40 @@ class CaptionResult:
         return wording.out_of_domain_warning(self.lang)
 
     @property
+    def read_text(self) -> str | None:
+        """Every line of text read in the picture, joined by newlines; None when none was read."""
+        return (self.reading.text or None) if self.reading is not None else None
+
+    @property
+    def kind(self) -> str:
+        """"photo", or the kind of mostly-text picture ("document", "sign"; reading.py)."""
+        return self.reading.kind if self.reading is not None else "photo"
+
+    @property
     def sentence(self) -> str:
         """The best caption as it is shown, spoken and written everywhere (page, speech, CLI, JSON/CSV, API,
-        XMP, alt text): the hedged caption after the out-of-domain warning, as prose (``sentence.py``)."""
+        XMP): the hedged caption after the out-of-domain warning, then the text read in the picture, as
+        prose (``sentence.py``)."""
+        return self._sentence()
+
+    @property
+    def short_sentence(self) -> str:
+        """The sentence with only the first line of read text and no count of the rest (alt text)."""
+        return self._sentence(short=True)
+
+    def _sentence(self, short: bool = False) -> str:
         if not self.captions:
             return ""
         sure = self.assessment
-        return wording.sentence(self.text, self.lang, sure.band if sure else None, sure.in_domain if sure else True)
+        band, in_domain = (sure.band, sure.in_domain) if sure else (None, True)
+        lines = [line.text for line in self.reading.lines] if self.reading is not None else []
+        said = wording.text_said(lines, self.lang, **({"max_lines": 1, "count_more": False} if short else {}))
+        if self.kind != "photo" and lines:  # mostly text: say what it is and the text first
+            lead = wording.text_lead(self.kind, self.lang)
+            if sure is not None and (not in_domain or band == "low"):
+                return wording.join([lead, *said], self.lang)  # the Flickr-style guess stays in model_caption
+            return wording.sentence(self.text, self.lang, band, in_domain, before=[lead, *said])
+        return wording.sentence(self.text, self.lang, band, in_domain, after=said)
 
 
 class Captioner:
@@ -226,6 +256,7 @@ class Captioner:
                 pixels.append(preprocess_image(img))
                 readable.append(len(results))
                 result = CaptionResult(source_name(source, name))
+                result.reading = read_picture(img, decode.read_text)
                 if keep_thumbnail:
                     result.thumbnail = img.copy()
                     result.thumbnail.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
@@ -248,6 +279,20 @@ class Captioner:
                 results[index].lang = self.lang
                 results[index].seconds += share
         return results
+
+
+def read_picture(img, mode: str):
+    """The text in ``img`` (``reading.Reading``), or None when ``mode`` is "off" or the reader failed
+    (logged: the caption still comes; the reader's modules are imported only when reading)."""
+    if mode == "off":
+        return None
+    from .reading import Reader, ReadingError
+
+    try:
+        return Reader.shared().read(img, mode)
+    except ReadingError as err:
+        log.warning("text not read: %s", err)
+        return None
 
 
 def portable_folder(checkpoint) -> bool:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
 DEFAULT_LANG = "en"
@@ -100,6 +100,9 @@ class Language:
     restores_case: bool = False  # modelled in lower case; capitals restored from the training captions
     references_per_image: str = "5"  # what the dataset gives (for docs and cards)
     tokenisation: str = "lower-case words"  # how BLEU/CIDEr tokens are made, stated beside the figures
+    # Words for text read in the picture (sentence.py): "says" around the quoted "{text}", "more" the lines
+    # left out, "comma" between lines, one lead per mostly-text kind (reading.py KINDS: document, sign).
+    reading: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def captions_file(self) -> str:
@@ -151,27 +154,41 @@ LANGUAGES: dict[str, Language] = {lang.code: lang for lang in (
     Language("en", "English", "English", english_tokens, "en", "en",
              {"high": "{text}", "medium": "Probably {text}", "low": "Maybe {text}"},
              "This doesn't look like the photos I learned from (people, animals, outdoor scenes), "
-             "so this description may be wrong."),
+             "so this description may be wrong.",
+             reading={"says": 'It says: "{text}".', "more": "There are {n} more lines of text.", "more1": "There is one more line of text.",
+                      "comma": ", ",
+                      "document": "A page of text.", "sign": "A sign or label."}),
     Language("de", "German", "Deutsch", alphabetic_tokens, "de", "de",
              {"high": "{text}", "medium": "Wahrscheinlich: {text}", "low": "Vielleicht: {text}"},
              "Dieses Bild sieht nicht aus wie die Fotos, von denen ich gelernt habe (Menschen, Tiere, "
              "Szenen im Freien), deshalb kann diese Beschreibung falsch sein.",
              full_stop=".", capitalise=True, restores_case=True,
-             tokenisation="lower-case words (capitals restored only for display)"),
+             tokenisation="lower-case words (capitals restored only for display)",
+             reading={"says": "Darauf steht: „{text}“.", "more": "Dazu kommen {n} weitere Zeilen Text.", "more1": "Dazu kommt eine weitere Zeile Text.",
+                      "comma": ", ",
+                      "document": "Eine Seite mit Text.", "sign": "Ein Schild oder Etikett."}),
     Language("zh", "Chinese", "中文", chinese_words, "cmn", "zh-CN",
              {"high": "{text}", "medium": "大概是：{text}", "low": "也许是：{text}"},
              "这张图片不像我学习过的照片（人物、动物、户外场景），所以这个描述可能是错的。",
-             separator="", full_stop="。", tokenisation="words, segmented by jieba 0.42.1"),
+             separator="", full_stop="。", tokenisation="words, segmented by jieba 0.42.1",
+             reading={"says": "上面写着：“{text}”。", "more": "还有{n}行文字。", "more1": "还有一行文字。", "comma": "，",
+                      "document": "一页文字。", "sign": "一个标牌或标签。"}),
     Language("fr", "French", "Français", alphabetic_tokens, "fr", "fr",
              {"high": "{text}", "medium": "Probablement : {text}", "low": "Peut-être : {text}"},
              "Cette image ne ressemble pas aux photos sur lesquelles j'ai appris (personnes, animaux, "
              "scènes en extérieur) : cette description peut donc être fausse.",
-             full_stop=".", capitalise=True, references_per_image="1"),
+             full_stop=".", capitalise=True, references_per_image="1",
+             reading={"says": "On peut y lire : « {text} ».", "more": "Il y a encore {n} lignes de texte.", "more1": "Il y a encore une ligne de texte.",
+                      "comma": ", ",
+                      "document": "Une page de texte.", "sign": "Un panneau ou une étiquette."}),
     Language("es", "Spanish", "Español", alphabetic_tokens, "es", "es",
              {"high": "{text}", "medium": "Probablemente: {text}", "low": "Quizás: {text}"},
              "Esta imagen no se parece a las fotos con las que aprendí (personas, animales, escenas al "
              "aire libre), así que esta descripción puede ser incorrecta.",
-             full_stop=".", capitalise=True, references_per_image="1"),
+             full_stop=".", capitalise=True, references_per_image="1",
+             reading={"says": "Dice: «{text}».", "more": "Hay {n} líneas de texto más.", "more1": "Hay una línea de texto más.",
+                      "comma": ", ",
+                      "document": "Una página de texto.", "sign": "Un cartel o una etiqueta."}),
 )}
 
 

@@ -124,13 +124,14 @@ def _key(path) -> Path:
     return Path(os.path.abspath(os.path.expanduser(str(path))))
 
 
-def _caption_of(record: dict | None) -> str:
-    """The sentence to write, or _Skip saying why there is none."""
+def _caption_of(record: dict | None, short: bool = False) -> str:
+    """The sentence to write (``short``: the record's short form, which quotes only the first line of
+    text read in the picture, when it has one), or _Skip saying why there is none."""
     if record is None:
         raise _Skip("no caption for it in the captions file")
     if record.get("error"):
         raise _Skip(f"captioning failed: {record['error']}")
-    caption = (record.get("caption") or "").strip()
+    caption = ((short and record.get("short_caption")) or record.get("caption") or "").strip()
     if not caption:
         raise _Skip("empty caption")
     return caption
@@ -218,7 +219,8 @@ def xmp_packet(record: dict, existing: bytes | None = None, force: bool = False)
     _lang_alt(desc, _q("dc", "description"), caption, lang)
     _lang_alt(desc, _q("Iptc4xmpCore", "AltTextAccessibility"), caption, lang)
     fields = {"generated": "True", "confidence": record.get("confidence"), "band": record.get("band"),
-              "inDomain": record.get("in_domain"), "modelCaption": record.get("model_caption")}
+              "inDomain": record.get("in_domain"), "modelCaption": record.get("model_caption"),
+              "readText": record.get("read_text"), "kind": record.get("kind")}
     for name, value in fields.items():
         if value is not None and value != "":
             value = str(value) if not isinstance(value, bool) else ("True" if value else "False")
@@ -633,7 +635,7 @@ def alt_edits(text: str, page: Path, captions: dict[Path, dict], force: bool = F
             return None
         record = captions.get(image)
         try:
-            return _caption_of(record), _primary(record.get("lang")) or "en"
+            return _caption_of(record, short=True), _primary(record.get("lang")) or "en"
         except _Skip:
             counts["no caption"] += 1
             return None
