@@ -43,16 +43,19 @@ THREADS = min(2, os.cpu_count() or 1)  # OpenVINO inference threads, as the enco
 MAX_SIDE = 1600  # pictures are shrunk to this longest side before anything else (a phone photo is 4000)
 GATE_SIDE = 480  # longest side of the cheap detection pass that decides whether to recognise at all
 GATE_ASPECT = 1.5  # a box the cheap pass counts as a line is at least this many times as wide as tall
-DETECT_SIDE = 1280  # longest side of the full detection pass (small text on a page needs the pixels)
+DETECT_SIDE = 960  # longest side of the full detection pass (small text on a page needs the pixels)
 # What counts as real text (docs/READING-TEXT.md gives the measurement behind each number):
 MIN_LINE_SCORE = 0.75  # recogniser's mean character confidence of a line
 MIN_LINE_HEIGHT = 8  # pixels (in the picture as read): smaller lines are texture or unreadable
 MIN_CHARS = 2  # letters or digits in a line; a lone character is nearly always texture ("米", "l")
 LONE_LINE_SCORE = 0.93  # a picture whose only text is one short line keeps it only at this confidence
 SHORT_LINE = 4  # letters/digits: what "short" means above
-# What a mostly-text picture is: text boxes covering this share of the picture, or this many lines.
-MOSTLY_TEXT_COVER = 0.12
-DOCUMENT_LINES = 6  # at least this many lines: a page of text; fewer, filling the frame: a sign or label
+# What a mostly-text picture is (chosen on generated pictures and held-out training photos; see the doc):
+DOCUMENT_CHARS = 120  # letters and digits read: more than any sign seen in a photo (at most 40)
+DOCUMENT_BLOCK = 0.12  # share of the picture the rectangle around all lines takes
+SIGN_BLOCK = 0.23  # a label or sign filling the frame: its text block takes at least this share...
+SIGN_COVER = 0.12  # ...its lines cover at least this share...
+SIGN_LINES = 5  # ...and it has at most this many lines
 KINDS = ("photo", "document", "sign")
 
 
@@ -360,8 +363,26 @@ def text_cover(lines: list[TextLine], shape: tuple[int, int]) -> float:
     return float(mask.mean())
 
 
+def block_cover(lines: list[TextLine], shape: tuple[int, int]) -> float:
+    """The share of the picture the text block takes: the rectangle around every kept line."""
+    if not lines:
+        return 0.0
+    ext = np.array([_extent(line) for line in lines])
+    h, w = shape
+    x0, y0 = max(0.0, ext[:, 0].min()), max(0.0, ext[:, 1].min())
+    x1, y1 = min(float(w), ext[:, 2].max()), min(float(h), ext[:, 3].max())
+    return float(max(0.0, x1 - x0) * max(0.0, y1 - y0) / (h * w))
+
+
 def kind_of(lines: list[TextLine], shape: tuple[int, int]) -> str:
-    """"document" (many lines covering much of it), "sign" (a few lines filling the frame) or "photo"."""
-    if not lines or text_cover(lines, shape) < MOSTLY_TEXT_COVER:
+    """"document": a page or screen (at least DOCUMENT_CHARS letters and digits, in a text block of at least
+    DOCUMENT_BLOCK of the picture); "sign": a sign or label filling the frame (a block of SIGN_BLOCK, lines
+    covering SIGN_COVER, at most SIGN_LINES lines: many scattered words are logos in a scene); else "photo"."""
+    if not lines:
         return "photo"
-    return "document" if len(lines) >= DOCUMENT_LINES else "sign"
+    block = block_cover(lines, shape)
+    if sum(_chars(line.text) for line in lines) >= DOCUMENT_CHARS and block >= DOCUMENT_BLOCK:
+        return "document"
+    if block >= SIGN_BLOCK and text_cover(lines, shape) >= SIGN_COVER and len(lines) <= SIGN_LINES:
+        return "sign"
+    return "photo"
