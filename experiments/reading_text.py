@@ -137,8 +137,8 @@ def main(argv=None) -> int:
     figures = {"cpu": f"{cpu_name()}, {rd.THREADS} OpenVINO threads",
                "settings": {k: getattr(rd, k) for k in ("GATE_SIDE", "GATE_ASPECT", "DETECT_SIDE", "MAX_SIDE",
                                                         "MIN_LINE_SCORE", "MIN_LINE_HEIGHT", "MIN_CHARS",
-                                                        "LONE_LINE_SCORE", "DOCUMENT_CHARS", "DOCUMENT_BLOCK",
-                                                        "SIGN_BLOCK", "SIGN_COVER", "SIGN_LINES")},
+                                                        "LONE_LINE_SCORE", "MOSTLY_TEXT_BLOCK", "MOSTLY_TEXT_BUSY",
+                                                        "DOCUMENT_TEXT")},
                "command": "python experiments/reading_text.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     page = generate("en", 3, seed=args.seed)[1].image  # a document page
     figures["timings_s"] = timings(reader, tune[0], page)

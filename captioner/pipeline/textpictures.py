@@ -5,7 +5,7 @@ Four kinds, each as a plain picture and as a hard shot (turned, smaller, blurred
 * ``sign``: a sign of one to three lines pasted in perspective onto a photo (a held-out training photo);
   the picture stays a photo with some text (kind "photo");
 * ``label``: a product label filling the frame (kind "sign": a sign or label);
-* ``document``: a page of text photographed at an angle under uneven light (kind "document");
+* ``document``: a letter's page of text photographed at an angle under uneven light (kind "document");
 * ``screen``: a window or phone screen of text (kind "document").
 
 The words are everyday text in English, German, Chinese, French and Spanish (below). Fonts are the
@@ -193,15 +193,17 @@ def label(rng, lang: str) -> TextPicture:
 
 
 def document(rng, lang: str) -> TextPicture:
-    """A page of 8-14 lines photographed at an angle under uneven light."""
+    """A page of text (down to about 60% of it) photographed at an angle under uneven light."""
     w, h = 1000, 1300
     paper = Image.new("RGB", (w, h), tuple(int(v) for v in rng.integers(235, 256, 3)))
     draw = ImageDraw.Draw(paper)
     font = _font(rng, lang, int(rng.integers(30, 38)))
-    lines: list[str] = []
-    for s in _pick(rng, SENTENCES[lang], int(rng.integers(3, 6))):
-        lines += _wrap_any(draw, s, font, w - 160, lang)
     lh = _line_height(font)
+    lines: list[str] = []
+    for s in _pick(rng, SENTENCES[lang], len(SENTENCES[lang])):  # a letter's worth: down to about 60% of the page
+        if 90 + len(lines) * lh * 1.3 > 0.6 * h:
+            break
+        lines += _wrap_any(draw, s, font, w - 160, lang)
     for i, t in enumerate(lines):
         draw.text((80, 90 + i * lh * 1.3), t, font=font, fill=(20, 20, 25))
     page = _perspective(paper, rng, 0.07)
@@ -224,7 +226,9 @@ def screen(rng, lang: str) -> TextPicture:
     draw.text((30, 14), title, font=title_font, fill=(255, 255, 255))
     font = _font(rng, lang, int(rng.integers(28, 34)))
     lines: list[str] = []
-    for s in _pick(rng, SENTENCES[lang], 3):
+    for s in _pick(rng, SENTENCES[lang], len(SENTENCES[lang])):  # until the window is about half full
+        if 110 + len(lines) * _line_height(font) * 1.2 > 0.5 * h:
+            break
         lines += _wrap_any(draw, s, font, w - 120, lang)
     for i, t in enumerate(lines):
         draw.text((50, 110 + i * _line_height(font) * 1.2), t, font=font,

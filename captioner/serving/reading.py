@@ -3,7 +3,7 @@
     from captioner.serving.reading import Reader
     reading = Reader.shared().read(pil_image, mode="auto")
     reading.text     # every line, top to bottom (columns kept apart), joined by newlines; "" when none
-    reading.kind     # "photo", "document" (a page of many lines) or "sign" (a few large lines filling it)
+    reading.kind     # "photo", "document" (a page or screen) or "sign" (a sign or label filling the frame)
 
 RapidOCR (Apache-2.0, pinned in requirements.txt) ships the PP-OCRv6 text detector and multilingual
 recogniser (Chinese, English, German, French, Spanish, ...) inside its wheel; they run on OpenVINO (our
@@ -51,11 +51,9 @@ MIN_CHARS = 2  # letters or digits in a line; a lone character is nearly always 
 LONE_LINE_SCORE = 0.93  # a picture whose only text is one short line keeps it only at this confidence
 SHORT_LINE = 4  # letters/digits: what "short" means above
 # What a mostly-text picture is (chosen on generated pictures and held-out training photos; see the doc):
-DOCUMENT_CHARS = 120  # letters and digits read: more than any sign seen in a photo (at most 40)
-DOCUMENT_BLOCK = 0.12  # share of the picture the rectangle around all lines takes
-SIGN_BLOCK = 0.23  # a label or sign filling the frame: its text block takes at least this share...
-SIGN_COVER = 0.12  # ...its lines cover at least this share...
-SIGN_LINES = 5  # ...and it has at most this many lines
+MOSTLY_TEXT_BLOCK = 0.12  # the rectangle around all lines takes at least this share of the picture...
+MOSTLY_TEXT_BUSY = 2.0  # ...and away from the text the picture is flat (busy_outside below this)
+DOCUMENT_TEXT = 0.062  # a page or screen's median line is under this share of the shorter side; a label's over
 KINDS = ("photo", "document", "sign")
 
 
@@ -234,7 +232,7 @@ class Reader:
                 raise
             except Exception as err:  # an engine failure on one picture: its own error, never a crash
                 raise ReadingError(f"could not read the text: {type(err).__name__}: {err}") from err
-        reading = postprocess(boxes, found, bgr.shape[:2])
+        reading = postprocess(boxes, found, bgr.shape[:2], bgr)
         reading.seconds = time.perf_counter() - start
         return reading
 
@@ -281,8 +279,10 @@ def keep_line(text: str, score: float, height: float) -> bool:
     return height >= MIN_LINE_HEIGHT and score >= MIN_LINE_SCORE and _chars(text) >= MIN_CHARS
 
 
-def postprocess(boxes: np.ndarray, found: list[tuple[str, float]], shape: tuple[int, int]) -> Reading:
-    """Filter the recognised lines, order them for reading and say what kind of picture it is."""
+def postprocess(boxes: np.ndarray, found: list[tuple[str, float]], shape: tuple[int, int],
+                bgr: np.ndarray | None = None) -> Reading:
+    """Filter the recognised lines, order them for reading and say what kind of picture it is (``bgr``,
+    the picture, tells a page or label from a photo; without it every picture is a photo)."""
     lines = []
     for box, (text, score) in zip(boxes, found):
         text = clean_line(text)
@@ -291,7 +291,7 @@ def postprocess(boxes: np.ndarray, found: list[tuple[str, float]], shape: tuple[
     if len(lines) == 1 and _chars(lines[0].text) <= SHORT_LINE and lines[0].score < LONE_LINE_SCORE:
         lines = []  # one short, not quite sure word alone in a photo: nearly always texture ("REM", "1ol")
     lines = reading_order(lines)
-    return Reading(lines, kind_of(lines, shape))
+    return Reading(lines, kind_of(lines, bgr) if bgr is not None else "photo")
 
 
 def _extent(line: TextLine) -> tuple[float, float, float, float]:
@@ -316,8 +316,13 @@ def reading_order(lines: list[TextLine]) -> list[TextLine]:
         if all(len(c) >= 2 for c in cols) and max(gaps) < 0.5 * min(widths):
             return [line for col in cols for line in reading_order([lines[i] for i in col])]
     rows = _groups([(e[1], e[3]) for e in ext], min_gap=0.0)
-    if len(rows) > 1:
-        return [line for row in rows for line in reading_order([lines[i] for i in row])]
+    if len(rows) > 1:  # cut at the widest horizontal gap only, so the part below can still split into columns
+        tops = [min(ext[i][1] for i in row) for row in rows]
+        bottoms = [max(ext[i][3] for i in row) for row in rows]
+        cut = 1 + int(np.argmax([tops[k + 1] - bottoms[k] for k in range(len(rows) - 1)]))
+        above = [lines[i] for row in rows[:cut] for i in row]
+        below = [lines[i] for row in rows[cut:] for i in row]
+        return reading_order(above) + reading_order(below)
     return _by_rows(lines, line_h)
 
 
@@ -352,17 +357,6 @@ def _by_rows(lines: list[TextLine], line_h: float) -> list[TextLine]:
     return [line for row in rows for line in sorted(row, key=lambda l: ext[id(l)][0])]
 
 
-def text_cover(lines: list[TextLine], shape: tuple[int, int]) -> float:
-    """The share of the picture the kept lines' boxes cover (overlaps counted once)."""
-    h, w = shape
-    scale = 200.0 / max(h, w)
-    mask = np.zeros((max(1, int(h * scale) + 1), max(1, int(w * scale) + 1)), bool)
-    for line in lines:
-        x0, y0, x1, y1 = (int(v * scale) for v in _extent(line))
-        mask[max(0, y0):y1 + 1, max(0, x0):x1 + 1] = True
-    return float(mask.mean())
-
-
 def block_cover(lines: list[TextLine], shape: tuple[int, int]) -> float:
     """The share of the picture the text block takes: the rectangle around every kept line."""
     if not lines:
@@ -374,15 +368,34 @@ def block_cover(lines: list[TextLine], shape: tuple[int, int]) -> float:
     return float(max(0.0, x1 - x0) * max(0.0, y1 - y0) / (h * w))
 
 
-def kind_of(lines: list[TextLine], shape: tuple[int, int]) -> str:
-    """"document": a page or screen (at least DOCUMENT_CHARS letters and digits, in a text block of at least
-    DOCUMENT_BLOCK of the picture); "sign": a sign or label filling the frame (a block of SIGN_BLOCK, lines
-    covering SIGN_COVER, at most SIGN_LINES lines: many scattered words are logos in a scene); else "photo"."""
-    if not lines:
+def busy_outside(lines: list[TextLine], bgr: np.ndarray) -> float:
+    """How busy the picture is away from its text: the mean absolute brightness step between neighbouring
+    pixels (0-255, at 256 px) outside the lines' boxes (grown by half a line). Paper, labels and screens are
+    flat there; a photo is not."""
+    h, w = bgr.shape[:2]
+    scale = 256.0 / max(h, w)
+    gray = np.asarray(bgr, np.float32).mean(axis=2)
+    step = max(1, int(round(1 / scale)))
+    gray = gray[::step, ::step]
+    gh, gw = gray.shape
+    mask = np.zeros((gh, gw), bool)
+    for line in lines:
+        x0, y0, x1, y1 = _extent(line)
+        pad = 0.5 * (y1 - y0)
+        mask[max(0, int((y0 - pad) / step)):int((y1 + pad) / step) + 1,
+             max(0, int((x0 - pad) / step)):int((x1 + pad) / step) + 1] = True
+    dx = np.abs(np.diff(gray, axis=1))[:, :] * ~(mask[:, 1:] | mask[:, :-1])
+    dy = np.abs(np.diff(gray, axis=0)) * ~(mask[1:, :] | mask[:-1, :])
+    free = (~(mask[:, 1:] | mask[:, :-1])).sum() + (~(mask[1:, :] | mask[:-1, :])).sum()
+    return float((dx.sum() + dy.sum()) / max(1, free))
+
+
+def kind_of(lines: list[TextLine], bgr: np.ndarray) -> str:
+    """"photo" unless the text block takes at least MOSTLY_TEXT_BLOCK of the picture and the rest of it is
+    flat (``busy_outside`` below MOSTLY_TEXT_BUSY); then "document" (a page or screen: small print, the
+    median line under DOCUMENT_TEXT of the picture's shorter side) or "sign" (a sign or label: large print)."""
+    shape = bgr.shape[:2]
+    if not lines or block_cover(lines, shape) < MOSTLY_TEXT_BLOCK or busy_outside(lines, bgr) >= MOSTLY_TEXT_BUSY:
         return "photo"
-    block = block_cover(lines, shape)
-    if sum(_chars(line.text) for line in lines) >= DOCUMENT_CHARS and block >= DOCUMENT_BLOCK:
-        return "document"
-    if block >= SIGN_BLOCK and text_cover(lines, shape) >= SIGN_COVER and len(lines) <= SIGN_LINES:
-        return "sign"
-    return "photo"
+    heights = sorted(_extent(line)[3] - _extent(line)[1] for line in lines)
+    return "document" if heights[len(heights) // 2] / min(shape) < DOCUMENT_TEXT else "sign"
