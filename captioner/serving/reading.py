@@ -224,9 +224,13 @@ class Reader:
         bgr = self.preprocess(image)
         with self._lock:
             try:
-                if mode == "auto" and not self.worth_reading(bgr):
-                    return Reading(seconds=time.perf_counter() - start, gated=True)
-                boxes, _ = self.detect(bgr)
+                boxes = None
+                if mode == "auto":
+                    boxes, _ = self.detect(bgr, GATE_SIDE)
+                    if not worth_reading(boxes):
+                        return Reading(seconds=time.perf_counter() - start, gated=True)
+                if boxes is None or max(bgr.shape[:2]) > GATE_SIDE:  # a small picture was already seen whole
+                    boxes, _ = self.detect(bgr)
                 found = self.recognise(bgr, boxes)
             except ReadingError:
                 raise
@@ -236,15 +240,14 @@ class Reader:
         reading.seconds = time.perf_counter() - start
         return reading
 
-    def worth_reading(self, bgr: np.ndarray) -> bool:
-        """The cheap pass: does detection at GATE_SIDE find a line tall enough to read and at least
-        GATE_ASPECT times as wide as tall (texture comes out as square blobs; a lone character, which
-        is dropped anyway, too)?"""
-        boxes, _ = self.detect(bgr, GATE_SIDE)
-        return any(_height(b) >= MIN_LINE_HEIGHT and _width(b) >= GATE_ASPECT * _height(b) for b in boxes)
-
 
 # --------------------------------------------------------------------------------- 3. postprocess
+def worth_reading(boxes: np.ndarray) -> bool:
+    """The cheap pass's verdict on its boxes: is one tall enough to read and at least GATE_ASPECT times as
+    wide as tall (texture comes out as square blobs; so does a lone character, which is dropped anyway)?"""
+    return any(_height(b) >= MIN_LINE_HEIGHT and _width(b) >= GATE_ASPECT * _height(b) for b in boxes)
+
+
 _ALNUM = re.compile(r"[^\W_]", re.UNICODE)
 
 
@@ -397,5 +400,5 @@ def kind_of(lines: list[TextLine], bgr: np.ndarray) -> str:
     shape = bgr.shape[:2]
     if not lines or block_cover(lines, shape) < MOSTLY_TEXT_BLOCK or busy_outside(lines, bgr) >= MOSTLY_TEXT_BUSY:
         return "photo"
-    heights = sorted(_extent(line)[3] - _extent(line)[1] for line in lines)
+    heights = sorted(_height(np.asarray(line.box, np.float32)) for line in lines)  # across the line, if turned
     return "document" if heights[len(heights) // 2] / min(shape) < DOCUMENT_TEXT else "sign"
