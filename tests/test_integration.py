@@ -79,7 +79,8 @@ def test_cli_json_reports_bad_files_and_still_captions_the_rest(tmp_path, model)
     assert "Traceback" not in proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     honest = {"confidence", "band", "in_domain", "reason"}  # the folder's calibration (issue: honest captions)
-    assert [set(line) for line in lines] == [{"image", "caption", "lang", "model_caption", "score"} | honest,
+    read = {"read_text", "kind"}  # the text read in the picture (none in a cat's close-up) and what it is
+    assert [set(line) for line in lines] == [{"image", "caption", "lang", "model_caption", "score"} | honest | read,
                                              {"image", "error"}, {"image", "error"}]
     from captioner.serving.sentence import out_of_domain_warning
     from captioner.serving.model_folder import model_language
@@ -91,6 +92,7 @@ def test_cli_json_reports_bad_files_and_still_captions_the_rest(tmp_path, model)
     assert lines[0]["in_domain"] is False and "unlike the photos" in lines[0]["reason"]  # a close-up of a cat
     assert lines[0]["caption"].startswith(out_of_domain_warning(lang))  # in the caption's language
     assert lines[0]["caption"].endswith(lines[0]["model_caption"])
+    assert lines[0]["read_text"] is None and lines[0]["kind"] == "photo"
     assert "broken.jpg" in lines[1]["error"] and "missing.png: file not found" in lines[2]["error"]
 
 
