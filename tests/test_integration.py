@@ -167,7 +167,8 @@ def test_calibrated_results_carry_the_same_wording_everywhere(captioner):
     from captioner.serving.batch import result_record
     from captioner.serving.sentence import finish, hedge, join, out_of_domain_warning
 
-    [photo, page] = captioner.caption([ASSETS / "cameraman.jpg", ASSETS / "text-page.png"])
+    [photo, page] = captioner.caption([ASSETS / "cameraman.jpg", ASSETS / "text-page.png"],
+                                      captioner.default_decode(read_text="off"))  # reading: below
     lang = captioner.lang
     assert photo.lang == page.lang == lang
     assert photo.assessment.in_domain and photo.sentence == finish(hedge(photo.text, photo.assessment.band, lang), lang)
@@ -177,3 +178,8 @@ def test_calibrated_results_carry_the_same_wording_everywhere(captioner):
     record = result_record(ASSETS / "text-page.png", page)
     assert record["caption"] == page.sentence and record["model_caption"] == page.text
     assert record["in_domain"] is False and record["band"] == "low" and "unlike the photos" in record["reason"]
+    from captioner.serving.sentence import text_lead
+
+    [read] = captioner.caption([ASSETS / "text-page.png"])  # reading the text (the default): a page, not a guess
+    assert read.kind == "document" and read.sentence.startswith(text_lead("document", lang))
+    assert read.text not in read.sentence and result_record(ASSETS / "text-page.png", read)["model_caption"] == read.text
