@@ -173,7 +173,6 @@ class Reader:
                     cv2.setNumThreads(self.threads)
                     self._ocr = RapidOCR(params=params)
                     self._ocr._load_det_model()  # compile now, under the download guard
-                    self._ocr._load_rec_model()
                 except ReadingError:
                     raise
                 except Exception as err:
@@ -210,7 +209,16 @@ class Reader:
         from rapidocr.utils.process_img import get_rotate_crop_image
 
         crops = [get_rotate_crop_image(bgr, box.copy()) for box in boxes]
-        out = self._engine()._load_rec_model()(TextRecInput(img=crops))
+        engine = self._engine()
+        if engine.text_rec is None:  # compiled on the first picture with text: text-free runs never pay for it
+            with no_downloads():
+                try:
+                    engine._load_rec_model()
+                except ReadingError:
+                    raise
+                except Exception as err:
+                    raise ReadingError(f"could not set up the text recogniser: {type(err).__name__}: {err}") from err
+        out = engine._load_rec_model()(TextRecInput(img=crops))
         return [(str(t), float(s)) for t, s in zip(out.txts or (), out.scores or ())]
 
     # ----------------------------------------------------------------------------- the pipeline
