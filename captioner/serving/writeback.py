@@ -14,8 +14,10 @@ Three targets, one function each, and ``write`` to dispatch:
 
 The caption written is the record's ``"caption"``: the sentence as it is said to users (hedged by its
 band, after the out-of-domain warning). In XMP it is marked as ours (``captioner:generated``) with its
-confidence, band, in-domain flag and the decoder's own words, so that a later run can replace it while a
-description a person wrote is never overwritten unless ``force``.
+confidence, band, in-domain flag, the decoder's own words and the text read in the picture
+(``captioner:readText``, ``captioner:kind``), so that a later run can replace it while a description a
+person wrote is never overwritten unless ``force``. Alt text takes the record's ``"short_caption"`` when it
+has one (the sentence quoting only the first line of text read in the picture).
 
 We do not set IPTC ``DigitalSourceType`` to ``trainedAlgorithmicMedia``: that property describes the
 picture, and would label the photo itself as AI-generated. Only the caption is machine-made.
