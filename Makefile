@@ -26,11 +26,12 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-ray.txt pyproject.t
 weights: setup
 	$(PY) -m captioner weights
 
-# Headless Chromium + ChromeDriver for the browser tests (Debian packages; needs root or sudo).
+# Headless Chromium + ChromeDriver for the browser tests, and a CJK font so tests/test_reading.py can draw
+# Chinese text (Debian packages; needs root or sudo).
 browser:
-	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null && fc-list :lang=zh | grep -q .; then :; \
 	else SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; fi
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver fonts-noto-cjk >/dev/null; fi
 
 train: setup weights
 	$(PY) -m captioner train --out runs/merge-lstm

@@ -89,9 +89,13 @@ def sidebar(by_language: dict, w: dict) -> dict:
                               format_func={"auto": w["voice_auto"], "gtts": w["voice_gtts"],
                                            "espeak": w["voice_espeak"]}.get,
                               help=w["voice_help"])
+    read_text = st.sidebar.radio(w["read_text"], ["auto", "on", "off"], horizontal=True, key="read-text",
+                                 format_func={"auto": w["read_auto"], "on": w["read_on"], "off": w["read_off"]}.get,
+                                 help=w["read_text_help"])
     # length_alpha is left out: each model's own tuned exponent fills it in (Captioner.default_decode)
     return dict(model_dir=model_dir, decode=dict(beam_width=int(beam_width), n_best=int(n_best),
-                                                 max_words=int(max_words), wording=wording), engine=engine)
+                                                 max_words=int(max_words), wording=wording,
+                                                 read_text=read_text), engine=engine)
 
 
 def gather_images(w: dict) -> list[tuple[str, bytes]]:
@@ -205,6 +209,21 @@ def show_photo_advice(result: CaptionResult, index: int, w: dict, camera: bool) 
     return True
 
 
+def show_read_text(index: int, result: CaptionResult, settings: dict, w: dict) -> None:
+    """Every line read in the picture as selectable text, and a button that reads all of it aloud."""
+    st.markdown(f"**{w['text_in_picture']}**")
+    st.text(result.read_text)
+    key = f"read-all-{index}"
+    if st.button(w["read_all"], key=f"read-all-button-{index}", icon=":material/record_voice_over:"):
+        try:
+            st.session_state[key] = speak(result.read_text.replace("\n", ". "), result.lang, settings["engine"])
+        except SpeechError as err:
+            st.session_state[key] = None
+            st.warning(w["text_not_spoken"].format(error=err))
+    if st.session_state.get(key):
+        st.audio(st.session_state[key].audio, format=st.session_state[key].mime)
+
+
 def show_result(index: int, item: dict, settings: dict, captioner: Captioner, w: dict) -> None:
     result: CaptionResult = item["result"]
     if not result.ok:
@@ -223,9 +242,12 @@ def show_result(index: int, item: dict, settings: dict, captioner: Captioner, w:
         st.caption(item["name"])
         if not camera:
             show_photo_advice(result, index, w, camera=False)
-        if result.warning:
-            st.warning(result.warning, icon=":material/warning:")
-        st.markdown(f"### {result.hedged}")
+        if result.kind != "photo" and result.read_text:  # mostly text: what it is and the text lead
+            st.markdown(f"### {said}")
+        else:
+            if result.warning:
+                st.warning(result.warning, icon=":material/warning:")
+            st.markdown(f"### {result.hedged}")
         show_confidence(result, captioner, w)
         if len(result.captions) > 1:
             st.markdown(f"**{w['other_descriptions']}**")
@@ -235,6 +257,8 @@ def show_result(index: int, item: dict, settings: dict, captioner: Captioner, w:
             with st.expander(w["where_looked"], expanded=True):
                 words, images = zip(*item["heatmaps"])
                 st.image(list(images), caption=list(words), width=150)
+        if result.read_text:
+            show_read_text(index, result, settings, w)
         st.code(said, language=None, wrap_lines=True)  # has a copy button
         text = "\n".join([said] + [w["alternative"].format(caption=c.text) for c in result.captions[1:]])
         st.download_button(w["download_text"], text + "\n", file_name=f"{Path(item['name']).stem}.txt",

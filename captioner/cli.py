@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "guesses (a man, a girl, his), which are often wrong; as-learned: the model's own words "
                         "(default %(default)s)")
     p.add_argument("--n-best", type=int, default=1, help="captions per image (default %(default)s)")
+    p.add_argument("--read-text", default="auto", choices=["auto", "on", "off"],
+                   help="read the text in each picture (signs, labels, letters, screens) and say it after the "
+                        "caption: auto = when a quick look finds text, on = always, off = never (default %(default)s)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="with --out: caption in this process (local, the default) or on a Ray cluster (ray; "
@@ -252,7 +255,8 @@ def decode_config(args, length_alpha: float = DecodeConfig.length_alpha) -> Deco
     cfg = DecodeConfig(beam_width=args.beam_width, n_best=getattr(args, "n_best", 1), max_words=args.max_words,
                        length_alpha=length_alpha if args.length_alpha is None else args.length_alpha,
                        block_ngram=args.block_ngram, allow_unk=args.allow_unk,
-                       wording=getattr(args, "wording", DecodeConfig.wording))
+                       wording=getattr(args, "wording", DecodeConfig.wording),
+                       read_text=getattr(args, "read_text", DecodeConfig.read_text))
     cfg.validate()
     return cfg
 

@@ -97,6 +97,7 @@ class DecodeConfig:
     block_ngram: int = 3  # never repeat one of the caption's own n-grams ("a man in a man in"); 0 = allow, else >= 2
     allow_unk: bool = False  # let captions contain <unk> (the rare-word token); off for people, on for diagnostics
     wording: str = "neutral"  # how captions are written: "neutral" (person words without gender: "a person", "their"; serving/neutral.py) or "as-learned" (the decoder's own words); tokens stay the decoder's
+    read_text: str = "auto"  # read the text in the picture (serving/reading.py): "auto" when a quick look finds text, "on" always, "off" never
 
     def validate(self) -> None:
         if not 1 <= self.beam_width <= 20:
@@ -109,6 +110,8 @@ class DecodeConfig:
         from .serving.neutral import check_wording
 
         check_wording(self.wording)
+        if self.read_text not in ("auto", "on", "off"):
+            raise ValueError(f"read_text must be one of auto, on, off, not {self.read_text!r}")
 
 
 def check_block_ngram(n: int) -> None:

@@ -241,7 +241,7 @@ def test_the_openapi_schema_describes_a_caption_record(client):
     record = schemas["CaptionRecord"]
     assert list(record["properties"]) == [f.name for f in fields(CaptionRecord)] == [
         "image", "caption", "lang", "photo_problems", "confidence", "band", "in_domain", "reason", "model_caption",
-        "score", "alternatives", "error"]
+        "score", "read_text", "kind", "text_lines", "short_caption", "alternatives", "error"]
     assert record["required"] == ["image"]  # every other field may be absent from a record
     assert all(len(p["description"]) > 20 and "default" not in p for p in record["properties"].values())
     assert "shown and spoken" in record["properties"]["caption"]["description"]

@@ -171,15 +171,17 @@ def _band_badges(at) -> list[str]:
 
 
 def test_unfamiliar_sample_shows_the_warning_and_a_low_band(library_captioner):
-    """A generated text page: the warning comes first, the caption is hedged, the band is said in words.
+    """A generated text page, with reading the text off: the warning comes first, the caption is hedged, the band is said in words.
     Spoken by the offline voice, chosen explicitly: catches audio that leaves the warning out or says it
     after the caption (the audio lasts the hedged caption plus about the warning, and starts as the
     warning alone does)."""
     at = _app()
+    at.sidebar.radio(key="read-text").set_value("off").run()
     at.radio[0].set_value("Sample").run()
     at.button(key="sample-text-page").click().run()
     _describe(at)
-    [result] = library_captioner.caption([ASSETS / "text-page.png"], library_captioner.default_decode(beam_width=3))
+    [result] = library_captioner.caption([ASSETS / "text-page.png"],
+                                         library_captioner.default_decode(beam_width=3, read_text="off"))
     assert result.assessment is not None and not result.assessment.in_domain
     warnings = [w.value for w in at.warning]
     assert any(w.startswith("This doesn't look like the photos I learned from") for w in warnings)
@@ -195,6 +197,29 @@ def test_unfamiliar_sample_shows_the_warning_and_a_low_band(library_captioner):
     hedged, warning = espeak_speak(result.hedged, "en"), espeak_speak(finish(result.warning, "en"), "en")
     assert wav_seconds(spoken.audio) - wav_seconds(hedged) == pytest.approx(wav_seconds(warning), rel=0.1)
     assert sounds_alike(spoken.audio, warning) > 0.9 and sounds_alike(spoken.audio, hedged, end=True) > 0.9
+
+
+def test_a_page_of_text_is_read_under_the_caption_with_a_read_all_control(library_captioner):
+    """Reading on (the default): the page leads with what it is and the text, shows every line as
+    selectable text, and "Read all the text" speaks all of it."""
+    at = _app()
+    at.radio[0].set_value("Sample").run()
+    at.button(key="sample-text-page").click().run()
+    _describe(at)
+    [result] = library_captioner.caption([ASSETS / "text-page.png"], library_captioner.default_decode(beam_width=3))
+    assert result.kind == "document" and result.read_text.count("\n") >= 10
+    assert _captions(at) == [result.sentence.rstrip(".").lower()]
+    assert _captions(at)[0].startswith("a page of text. it says:")
+    assert result.text not in _captions(at)[0]  # the unsure Flickr-style guess is left out
+    assert not any(w.value.startswith("This doesn't look like") for w in at.warning)
+    assert result.read_text in [t.value for t in at.text]  # all lines, selectable
+    assert at.code[0].value == result.sentence
+    at.button(key="read-all-button-0").click().run()
+    assert not at.exception, at.exception
+    spoken = at.session_state["read-all-0"]
+    assert spoken.text.split(".")[0] == result.read_text.split("\n")[0].rstrip(".")
+    assert len(spoken.text) >= len(result.read_text)  # every line, not just the sentence's first ones
+    assert len(at.get("audio")) == 1
 
 
 def test_familiar_sample_is_labelled_and_not_warned(library_captioner):

@@ -95,12 +95,13 @@ def test_records_hold_exactly_their_fields_in_order():
 
     plain = result_record("dog.jpg", CaptionResult("dog.jpg", [Caption("a dog runs", -2.0, -0.512345)]))
     assert list(plain.items()) == [("image", "dog.jpg"), ("caption", "A dog runs."), ("lang", "en"),
-                                   ("photo_problems", []), ("model_caption", "a dog runs"), ("score", -0.5123)]
+                                   ("photo_problems", []), ("model_caption", "a dog runs"), ("score", -0.5123),
+                                   ("read_text", None), ("kind", "photo")]
     two = [Caption("a dog runs", -2.0, -0.512345), Caption("a dog", -2.4, -0.9)]
     sure = CaptionResult("dog.jpg", two, assessment=Assessment(0.81234, "medium", True, None))
     record = result_record(Path("photos/dog.jpg"), sure)
     assert list(record) == ["image", "caption", "lang", "photo_problems", "confidence", "band", "in_domain",
-                            "reason", "model_caption", "score", "alternatives"]
+                            "reason", "model_caption", "score", "read_text", "kind", "alternatives"]
     assert (record["image"], record["caption"], record["confidence"], record["reason"]) == (
         str(Path("photos/dog.jpg")), sure.sentence, 0.812, None)
     assert record["alternatives"] == [{"caption": "a dog runs", "score": -0.5123}, {"caption": "a dog", "score": -0.9}]
@@ -117,7 +118,7 @@ def test_the_record_definition_owns_the_csv_columns_and_the_calibration_keys():
     names = [f.name for f in fields(CaptionRecord)]
     assert CSV_FIELDS == tuple(n for n in names if n != "alternatives") == (
         "image", "caption", "lang", "photo_problems", "confidence", "band", "in_domain", "reason", "model_caption",
-        "score", "error")
+        "score", "read_text", "kind", "error")
     assert list(Assessment(0.5, "low", False, "why").to_json()) == names[4:8]
     assert all(doc.strip() for doc in field_docs().values())
 

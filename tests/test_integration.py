@@ -79,8 +79,9 @@ def test_cli_json_reports_bad_files_and_still_captions_the_rest(tmp_path, model)
     assert "Traceback" not in proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     honest = {"confidence", "band", "in_domain", "reason"}  # the folder's calibration
+    read = {"read_text", "kind"}  # the text read in the picture (none in a cat's close-up) and what it is
     assert [set(line) for line in lines] == [{"image", "caption", "lang", "photo_problems", "model_caption", "score"}
-                                             | honest, {"image", "error"}, {"image", "error"}]
+                                             | honest | read, {"image", "error"}, {"image", "error"}]
     assert lines[0]["photo_problems"] == []  # a sharp, well-lit photo: no advice before the caption
     from captioner.serving.model_folder import model_language
     from captioner.serving.sentence import hedge, join, out_of_domain_warning
@@ -92,6 +93,7 @@ def test_cli_json_reports_bad_files_and_still_captions_the_rest(tmp_path, model)
     assert lines[0]["in_domain"] is False and "unlike the photos" in lines[0]["reason"]  # a close-up of a cat
     assert lines[0]["caption"].startswith(out_of_domain_warning(lang))  # in the caption's language
     assert lines[0]["caption"] == join([out_of_domain_warning(lang), hedge(lines[0]["model_caption"], "low", lang)], lang)
+    assert lines[0]["read_text"] is None and lines[0]["kind"] == "photo"
     assert "broken.jpg" in lines[1]["error"] and "missing.png: file not found" in lines[2]["error"]
 
 
@@ -166,7 +168,8 @@ def test_calibrated_results_carry_the_same_wording_everywhere(captioner):
     from captioner.serving.batch import result_record
     from captioner.serving.sentence import finish, hedge, join, out_of_domain_warning
 
-    [photo, page] = captioner.caption([ASSETS / "cameraman.jpg", ASSETS / "text-page.png"])
+    [photo, page] = captioner.caption([ASSETS / "cameraman.jpg", ASSETS / "text-page.png"],
+                                      captioner.default_decode(read_text="off"))  # reading: below
     lang = captioner.lang
     assert photo.lang == page.lang == lang
     assert photo.assessment.in_domain and photo.sentence == finish(hedge(photo.text, photo.assessment.band, lang), lang)
@@ -176,3 +179,8 @@ def test_calibrated_results_carry_the_same_wording_everywhere(captioner):
     record = result_record(ASSETS / "text-page.png", page)
     assert record["caption"] == page.sentence and record["model_caption"] == page.text
     assert record["in_domain"] is False and record["band"] == "low" and "unlike the photos" in record["reason"]
+    from captioner.serving.sentence import text_lead
+
+    [read] = captioner.caption([ASSETS / "text-page.png"])  # reading the text (the default): a page, not a guess
+    assert read.kind == "document" and read.sentence.startswith(text_lead("document", lang))
+    assert read.text not in read.sentence and result_record(ASSETS / "text-page.png", read)["model_caption"] == read.text

@@ -59,6 +59,7 @@ class CaptionResult:
     assessment: Assessment | None = None  # how sure the best caption is (None: the model has no calibration)
     lang: str = "en"  # the captions' language (ISO 639-1); hedges and warnings are worded in it
     photo_problems: list[str] = field(default_factory=list)  # "blurry", "dark", "bright" (quality.py); [] = fine
+    reading: object | None = None  # reading.Reading: the text read in the picture (None: not read)
 
     @property
     def ok(self) -> bool:
@@ -92,15 +93,42 @@ class CaptionResult:
         return [words[p] for p in self.photo_problems]
 
     @property
+    def read_text(self) -> str | None:
+        """Every line of text read in the picture, joined by newlines; None when none was read."""
+        return (self.reading.text or None) if self.reading is not None else None
+
+    @property
+    def kind(self) -> str:
+        """"photo", or the kind of mostly-text picture ("document", "sign"; reading.py)."""
+        return self.reading.kind if self.reading is not None else "photo"
+
+    @property
     def sentence(self) -> str:
         """The best caption as it is shown, spoken and written everywhere (page, speech, CLI, JSON/CSV, API,
-        XMP, alt text): the advice when the photo itself is the problem, then the hedged caption after the
-        out-of-domain warning, as prose (``sentence.py``)."""
+        XMP): the advice when the photo itself is the problem, the hedged caption after the out-of-domain
+        warning, then the text read in the picture, as prose (``sentence.py``)."""
+        return self._sentence()
+
+    @property
+    def short_sentence(self) -> str:
+        """The sentence for alt text: the first line of read text, no count of the rest, and no advice for
+        the photographer (alt text describes the picture to someone else)."""
+        return self._sentence(short=True)
+
+    def _sentence(self, short: bool = False) -> str:
         if not self.captions:
             return ""
         sure = self.assessment
-        return wording.sentence(self.text, self.lang, sure.band if sure else None, sure.in_domain if sure else True,
-                                before=self.advice)
+        band, in_domain = (sure.band, sure.in_domain) if sure else (None, True)
+        advice = [] if short else self.advice
+        lines = [line.text for line in self.reading.lines] if self.reading is not None else []
+        said = wording.text_said(lines, self.lang, **({"max_lines": 1, "count_more": False} if short else {}))
+        if self.kind != "photo" and lines:  # mostly text: say what it is and the text first
+            lead = wording.text_lead(self.kind, self.lang)
+            if sure is not None and (not in_domain or band == "low"):
+                return wording.join([*advice, lead, *said], self.lang)  # the Flickr-style guess stays in model_caption
+            return wording.sentence(self.text, self.lang, band, in_domain, before=[*advice, lead, *said])
+        return wording.sentence(self.text, self.lang, band, in_domain, before=advice, after=said)
 
 
 class Captioner:
@@ -250,6 +278,7 @@ class Captioner:
                 img = load_image(source, name)
                 x = preprocess_image(img)
                 result = CaptionResult(source_name(source, name))
+                result.reading = read_picture(img, decode.read_text)
                 if keep_thumbnail:
                     result.thumbnail = img.copy()
                     result.thumbnail.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
@@ -279,6 +308,20 @@ class Captioner:
                 results[index].lang = self.lang
                 results[index].seconds += share
         return results
+
+
+def read_picture(img, mode: str):
+    """The text in ``img`` (``reading.Reading``), or None when ``mode`` is "off" or the reader failed
+    (logged: the caption still comes; the reader's modules are imported only when reading)."""
+    if mode == "off":
+        return None
+    from .reading import Reader
+
+    try:
+        return Reader.shared().read(img, mode)
+    except Exception as err:  # whatever the reader meets, the caption still comes
+        logger.warning("text not read: %s", err)
+        return None
 
 
 def portable_folder(checkpoint) -> bool:

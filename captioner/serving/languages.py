@@ -101,6 +101,9 @@ class Language:
     references_per_image: str = "5"  # what the dataset gives (for docs and cards)
     tokenisation: str = "lower-case words"  # how BLEU/CIDEr tokens are made, stated beside the figures
     photo_advice: Mapping[str, str] = field(default_factory=dict)  # problem (quality.PROBLEMS) -> what to do
+    # Words for text read in the picture (sentence.py): "says" around the quoted "{text}", "more" the lines
+    # left out, "comma" between lines, one lead per mostly-text kind (reading.py KINDS: document, sign).
+    reading: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def captions_file(self) -> str:
@@ -157,7 +160,10 @@ LANGUAGES: dict[str, Language] = {lang.code: lang for lang in (
                  "blurry": "The photo is blurred: hold the phone still with both hands, tap the screen to focus "
                            "and try again.",
                  "dark": "The photo is too dark: turn on a light or move to a window and try again.",
-                 "bright": "The photo is too bright: turn away from the light or the sun and try again."}),
+                 "bright": "The photo is too bright: turn away from the light or the sun and try again."},
+             reading={"says": 'It says: "{text}".', "more": "There are {n} more lines of text.", "more1": "There is one more line of text.",
+                      "comma": ", ",
+                      "document": "A page of text.", "sign": "A sign or label."}),
     Language("de", "German", "Deutsch", alphabetic_tokens, "de", "de",
              {"high": "{text}", "medium": "Wahrscheinlich: {text}", "low": "Vielleicht: {text}"},
              "Dieses Bild sieht nicht aus wie die Fotos, von denen ich gelernt habe (Menschen, Tiere, "
@@ -170,7 +176,10 @@ LANGUAGES: dict[str, Language] = {lang.code: lang for lang in (
                  "dark": "Das Foto ist zu dunkel: Schalten Sie ein Licht ein oder gehen Sie an ein Fenster und "
                          "versuchen Sie es noch einmal.",
                  "bright": "Das Foto ist zu hell: Wenden Sie sich vom Licht oder von der Sonne ab und versuchen "
-                           "Sie es noch einmal."}),
+                           "Sie es noch einmal."},
+             reading={"says": "Darauf steht: „{text}“.", "more": "Dazu kommen {n} weitere Zeilen Text.", "more1": "Dazu kommt eine weitere Zeile Text.",
+                      "comma": ", ",
+                      "document": "Eine Seite mit Text.", "sign": "Ein Schild oder Etikett."}),
     Language("zh", "Chinese", "中文", chinese_words, "cmn", "zh-CN",
              {"high": "{text}", "medium": "大概是：{text}", "low": "也许是：{text}"},
              "这张图片不像我学习过的照片（人物、动物、户外场景），所以这个描述可能是错的。",
@@ -178,7 +187,9 @@ LANGUAGES: dict[str, Language] = {lang.code: lang for lang in (
              photo_advice={
                  "blurry": "照片模糊：请用双手拿稳手机，点一下屏幕对焦，然后再拍一次。",
                  "dark": "照片太暗：请打开灯或走到窗边，然后再拍一次。",
-                 "bright": "照片太亮：请不要对着灯光或太阳拍，然后再拍一次。"}),
+                 "bright": "照片太亮：请不要对着灯光或太阳拍，然后再拍一次。"},
+             reading={"says": "上面写着：“{text}”。", "more": "还有{n}行文字。", "more1": "还有一行文字。", "comma": "，",
+                      "document": "一页文字。", "sign": "一个标牌或标签。"}),
     Language("fr", "French", "Français", alphabetic_tokens, "fr", "fr",
              {"high": "{text}", "medium": "Probablement : {text}", "low": "Peut-être : {text}"},
              "Cette image ne ressemble pas aux photos sur lesquelles j'ai appris (personnes, animaux, "
@@ -189,7 +200,10 @@ LANGUAGES: dict[str, Language] = {lang.code: lang for lang in (
                            "faire la mise au point et réessayez.",
                  "dark": "La photo est trop sombre : allumez une lumière ou approchez-vous d'une fenêtre, puis "
                          "réessayez.",
-                 "bright": "La photo est trop claire : détournez-vous de la lumière ou du soleil, puis réessayez."}),
+                 "bright": "La photo est trop claire : détournez-vous de la lumière ou du soleil, puis réessayez."},
+             reading={"says": "On peut y lire : « {text} ».", "more": "Il y a encore {n} lignes de texte.", "more1": "Il y a encore une ligne de texte.",
+                      "comma": ", ",
+                      "document": "Une page de texte.", "sign": "Un panneau ou une étiquette."}),
     Language("es", "Spanish", "Español", alphabetic_tokens, "es", "es",
              {"high": "{text}", "medium": "Probablemente: {text}", "low": "Quizás: {text}"},
              "Esta imagen no se parece a las fotos con las que aprendí (personas, animales, escenas al "
@@ -201,7 +215,10 @@ LANGUAGES: dict[str, Language] = {lang.code: lang for lang in (
                  "dark": "La foto está demasiado oscura: encienda una luz o acérquese a una ventana y vuelva a "
                          "intentarlo.",
                  "bright": "La foto tiene demasiada luz: no apunte hacia la luz ni hacia el sol y vuelva a "
-                           "intentarlo."}),
+                           "intentarlo."},
+             reading={"says": "Dice: «{text}».", "more": "Hay {n} líneas de texto más.", "more1": "Hay una línea de texto más.",
+                      "comma": ", ",
+                      "document": "Una página de texto.", "sign": "Un cartel o una etiqueta."}),
 )}
 
 

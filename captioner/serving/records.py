@@ -11,7 +11,9 @@ Adding an output field: declare it below and give it its value in ``from_result`
 
     >>> from captioner import Caption, CaptionResult
     >>> CaptionRecord.from_result("dog.jpg", CaptionResult("dog.jpg", [Caption("a dog runs", -2.0, -0.51)])).to_json()
-    {'image': 'dog.jpg', 'caption': 'A dog runs.', 'lang': 'en', 'photo_problems': [], 'model_caption': 'a dog runs', 'score': -0.51}
+    ... # doctest: +NORMALIZE_WHITESPACE
+    {'image': 'dog.jpg', 'caption': 'A dog runs.', 'lang': 'en', 'photo_problems': [],
+     'model_caption': 'a dog runs', 'score': -0.51, 'read_text': None, 'kind': 'photo'}
 """
 from __future__ import annotations
 
@@ -44,6 +46,16 @@ class Alternative:
 
 
 @dataclass
+class TextLine:
+    """One line of text read in the picture."""
+
+    text: str = field(metadata={"doc": "the line as read"})
+    score: float = field(metadata={"doc": "the recogniser's confidence in it (0-1)"})
+    box: list[list[int]] = field(metadata={"doc": "where it is: its four corners (x, y) in the picture's "
+                                                  "pixels, clockwise from the top left"})
+
+
+@dataclass
 class CaptionRecord:
     """The result for one image. A captioned image has `caption`, `lang`, `model_caption` and `score` (and,
     with a calibrated model, `confidence`, `band`, `in_domain` and `reason`; with several captions asked
@@ -71,6 +83,14 @@ class CaptionRecord:
                                 "writes them (English: as decoded)")
     score: float = _field("the best caption's ranking score: its length-normalised log-probability (4 decimals; "
                           "higher is more likely)")
+    read_text: str | None = _field("every line of text read in the picture (signs, labels, pages, screens), in "
+                                   "reading order, joined by newlines; null when none was read")
+    kind: Literal["photo", "document", "sign"] = _field("what the picture is: a photo, or mostly text (a page "
+                                                        "of text or a screen: document; a label or sign: sign)")
+    text_lines: list[TextLine] = _field("only when text was read: each line with its recognition score and "
+                                        "where it is", csv=False)
+    short_caption: str = _field("only when text was read: the sentence with just the first line of text, for "
+                                "alt text", csv=False)
     alternatives: list[Alternative] = _field("only when several captions were asked for (`n_best` > 1): each "
                                              "caption with its score, best first (not a CSV column)", csv=False)
     error: str = _field("only for an image that could not be captioned: why, as the command line prints it")
@@ -86,11 +106,20 @@ class CaptionRecord:
                         if len(result.captions) > 1 else ABSENT)
         return cls(image=str(image), caption=result.sentence, lang=result.lang,
                    photo_problems=list(result.photo_problems), **calibration,
-                   model_caption=result.text, score=round(float(best.score), 4), alternatives=alternatives)
+                   model_caption=result.text, score=round(float(best.score), 4), read_text=result.read_text,
+                   kind=result.kind, alternatives=alternatives, **_text_fields(result))
 
     def to_json(self) -> dict:
         """The record as a plain dict in field order, without the fields it leaves out."""
         return {f.name: _plain(value) for f in fields(self) if (value := getattr(self, f.name)) is not ABSENT}
+
+
+def _text_fields(result) -> dict:
+    """The read lines and the short sentence, when the picture had text."""
+    if not result.read_text:
+        return {}
+    return {"text_lines": [TextLine(**line.to_json()) for line in result.reading.lines],
+            "short_caption": result.short_sentence}
 
 
 def _plain(value):

@@ -11,11 +11,16 @@ a timeout and any failure falls back to espeak-ng from the ``espeakng-loader`` w
 driven through a small ctypes binding. libespeak-ng keeps global state and is not thread-safe, so all
 calls into it hold one lock. Results are cached per (text, engine, language).
 ``espeak_phonemes`` gives the phonemes espeak-ng reads a text as (to check which voice reads what).
+
+Text read in a picture can be in another script than the caption: a sentence in a Latin-script language
+with Chinese in it is said in runs (``voice_runs``), the Hanzi with the Chinese voice and the rest with
+the caption language's voice, and the audio joined.
 """
 from __future__ import annotations
 
 import ctypes
 import io
+import re
 import threading
 import unicodedata
 import wave
@@ -171,6 +176,47 @@ _cache_lock = threading.Lock()
 CACHE_SIZE = 128
 
 
+_HANZI_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff][\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+                        r"\u3000-\u303f\uff00-\uffef\s\d]*")
+
+
+def voice_runs(text: str, lang: str = "en") -> list[tuple[str, str]]:
+    """(piece, language code) in order: Hanzi runs for the Chinese voice, the rest for ``lang``'s voice
+    (a Chinese caption is said whole by the Chinese voice)."""
+    if caption_language(lang).code == "zh" or not _HANZI_RUN.search(text):
+        return [(text, caption_language(lang).code)]
+    runs, at = [], 0
+    for m in _HANZI_RUN.finditer(text):
+        if text[at:m.start()].strip():
+            runs.append((text[at:m.start()].strip(), lang))
+        runs.append((m.group().strip(), "zh"))
+        at = m.end()
+    if text[at:].strip():
+        runs.append((text[at:].strip(), lang))
+    return runs
+
+
+def _joined(parts: list[Speech], text: str, lang: str) -> Speech:
+    """One Speech from pieces said by the same engine: WAV frames or MP3 frames one after another."""
+    audio = b"".join(part.audio for part in parts)  # MP3: frames simply follow each other
+    if parts[0].mime == "audio/wav":
+        try:
+            frames, params = [], None
+            for part in parts:
+                with wave.open(io.BytesIO(part.audio)) as wav:
+                    params = params or wav.getparams()
+                    frames.append(wav.readframes(wav.getnframes()))
+            buf = io.BytesIO()
+            with wave.open(buf, "wb") as out:
+                out.setparams(params)
+                out.writeframes(b"".join(frames))
+            audio = buf.getvalue()
+        except (EOFError, wave.Error):  # not a WAV after all: leave the bytes as they came
+            pass
+    notes = tuple(dict.fromkeys(n for part in parts for n in part.notes))
+    return Speech(audio, parts[0].mime, parts[0].engine, notes, text, lang)
+
+
 def speak(text: str, lang: str = "en", engine: str = "auto", timeout: float = GTTS_TIMEOUT_S,
           online=gtts_speak, offline=espeak_speak) -> Speech:
     """Speak ``text``, a caption in language ``lang`` (a ``languages.LANGUAGES`` code: en, de, zh, fr, es),
@@ -188,6 +234,12 @@ def speak(text: str, lang: str = "en", engine: str = "auto", timeout: float = GT
     if engine not in ENGINES:
         raise SpeechError(f"unknown speech engine {engine!r} (choose from {', '.join(ENGINES)})")
     caption_lang = caption_language(lang)
+    runs = voice_runs(text, caption_lang.code)
+    if len(runs) > 1:  # Hanzi in a Latin-script sentence: each run with its own voice
+        parts = [speak(piece, code, engine, timeout, online, offline) for piece, code in runs]
+        if len({p.mime for p in parts}) > 1:  # one run online, another offline: say all offline
+            parts = [speak(piece, code, "espeak", timeout, online, offline) for piece, code in runs]
+        return _joined(parts, text, caption_lang.code)
     key = (text, engine, caption_lang.code)
     with _cache_lock:
         if key in _cache:

@@ -14,8 +14,10 @@ Three targets, one function each, and ``write`` to dispatch:
 
 The caption written is the record's ``"caption"``: the sentence as it is said to users (hedged by its
 band, after the out-of-domain warning). In XMP it is marked as ours (``captioner:generated``) with its
-confidence, band, in-domain flag and the decoder's own words, so that a later run can replace it while a
-description a person wrote is never overwritten unless ``force``.
+confidence, band, in-domain flag, the decoder's own words and the text read in the picture
+(``captioner:readText``, ``captioner:kind``), so that a later run can replace it while a description a
+person wrote is never overwritten unless ``force``. Alt text takes the record's ``"short_caption"`` when it
+has one (the sentence quoting only the first line of text read in the picture).
 
 We do not set IPTC ``DigitalSourceType`` to ``trainedAlgorithmicMedia``: that property describes the
 picture, and would label the photo itself as AI-generated. Only the caption is machine-made.
@@ -130,13 +132,14 @@ def _key(path) -> Path:
     return Path(os.path.abspath(os.path.expanduser(str(path))))
 
 
-def _caption_of(record: dict | None) -> str:
-    """The sentence to write, or _Skip saying why there is none."""
+def _caption_of(record: dict | None, short: bool = False) -> str:
+    """The sentence to write (``short``: the record's short form, which quotes only the first line of
+    text read in the picture, when it has one), or _Skip saying why there is none."""
     if record is None:
         raise _Skip("no caption for it in the captions file")
     if record.get("error"):
         raise _Skip(f"captioning failed: {record['error']}")
-    caption = (record.get("caption") or "").strip()
+    caption = ((short and record.get("short_caption")) or record.get("caption") or "").strip()
     if not caption:
         raise _Skip("empty caption")
     return caption
@@ -162,6 +165,8 @@ def _clean_record(record: dict | None) -> dict | None:
     if record is None:
         return None
     clean = {k: clean_text(v) if isinstance(v, str) else v for k, v in record.items()}
+    if isinstance(record.get("read_text"), str):  # its lines stay lines (XML takes a newline)
+        clean["read_text"] = "\n".join(filter(None, map(clean_text, record["read_text"].splitlines())))
     lang = clean.get("lang")
     if lang not in (None, "") and not (isinstance(lang, str) and _LANG_TAG.match(lang)):
         raise _Skip(f"the captions file gives {str(record.get('lang'))[:40]!r} as the language, "
@@ -251,7 +256,8 @@ def xmp_packet(record: dict, existing: bytes | None = None, force: bool = False)
     _lang_alt(desc, _q("dc", "description"), caption, lang)
     _lang_alt(desc, _q("Iptc4xmpCore", "AltTextAccessibility"), caption, lang)
     fields = {"generated": "True", "confidence": record.get("confidence"), "band": record.get("band"),
-              "inDomain": record.get("in_domain"), "modelCaption": record.get("model_caption")}
+              "inDomain": record.get("in_domain"), "modelCaption": record.get("model_caption"),
+              "readText": record.get("read_text"), "kind": record.get("kind")}
     for name, value in fields.items():
         if value is not None and value != "":
             value = str(value) if not isinstance(value, bool) else ("True" if value else "False")
@@ -870,7 +876,7 @@ def alt_edits(text: str, page: Path, captions: dict[Path, dict], force: bool = F
             counts["invalid language tag"] = counts.get("invalid language tag", 0) + 1
             return None
         try:
-            found = _caption_of(record), _primary(record.get("lang")) or "en"
+            found = _caption_of(record, short=True), _primary(record.get("lang")) or "en"
         except _Skip:
             counts["no caption"] += 1
             return None

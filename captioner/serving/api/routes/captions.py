@@ -44,12 +44,15 @@ async def captions(request: Request, service: Service,
                    allow_unk: bool = Query(False, description="let captions contain <unk>"),
                    wording: str = Query(_d.wording, description="neutral: person words without gender (a person, "
                                                                 "a child, their); as-learned: the model's own words"),
+                   read_text: str = Query(_d.read_text, description="read the text in the picture: auto (when a "
+                                                                    "quick look finds text), on, off"),
                    lang: str | None = Query(None, description="caption language: en, de, zh, fr or es (default: "
                                                               "the server's, set by `serve --lang`)")) -> dict:
     """The records of the request's images (``batch.result_record``: exactly what ``caption --json`` prints)."""
     settings = DecodeConfig(beam_width=beam_width, n_best=n_best, max_words=max_words,
                             length_alpha=_d.length_alpha if length_alpha is None else length_alpha,
-                            block_ngram=block_ngram, allow_unk=allow_unk, wording=wording)
+                            block_ngram=block_ngram, allow_unk=allow_unk, wording=wording,
+                            read_text=read_text)
     try:
         settings.validate()  # bad settings are answered before anything slow
         code = language(lang).code if lang is not None else None
