@@ -10,8 +10,8 @@ without calibration have no confidence keys, a failed image's record is just ``{
 Adding an output field: declare it below and give it its value in ``from_result``.
 
     >>> from captioner import Caption, CaptionResult
-    >>> CaptionRecord.from_result("dog.jpg", CaptionResult("dog.jpg", [Caption("a dog runs", -2.0, -0.51)])).to_json()
-    ... # doctest: +NORMALIZE_WHITESPACE
+    >>> record = CaptionRecord.from_result("dog.jpg", CaptionResult("dog.jpg", [Caption("a dog runs", -2.0, -0.51)]))
+    >>> record.to_json()  # doctest: +NORMALIZE_WHITESPACE
     {'image': 'dog.jpg', 'caption': 'A dog runs.', 'lang': 'en', 'photo_problems': [],
      'model_caption': 'a dog runs', 'score': -0.51, 'read_text': None, 'kind': 'photo'}
 """
