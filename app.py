@@ -14,7 +14,7 @@ import streamlit as st  # noqa: E402
 from captioner import Captioner, CaptionResult, DecodeConfig  # noqa: E402
 from captioner.serving.model_folder import (CheckpointError, describe_model, folder_has_attention,  # noqa: E402
                                             models_by_language)
-from captioner.serving.heatmap import word_overlays  # noqa: E402
+from captioner.serving.heatmap import caption_overlays  # noqa: E402
 from captioner.serving.languages import language  # noqa: E402
 from captioner.serving.page_words import page_words  # noqa: E402
 from captioner.serving.speech import SpeechError, speak  # noqa: E402
@@ -157,9 +157,7 @@ def caption_images(captioner: Captioner, images: list[tuple[str, bytes]], settin
         thumbnail, heatmaps = None, []
         if result.ok:
             if attention:  # the maps recorded while the caption's own words were chosen
-                best = result.captions[0]
-                words = best.tokens.split()  # one map per token (Chinese and French write them joined)
-                heatmaps = list(zip(words, word_overlays(result.thumbnail, captioner.attention_maps(best), words)))
+                heatmaps = caption_overlays(result.thumbnail, result.captions[0])
             buf = io.BytesIO()
             result.thumbnail.save(buf, format="JPEG", quality=85)
             thumbnail, result.thumbnail = buf.getvalue(), None  # keep the session small

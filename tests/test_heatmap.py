@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioner.serving.heatmap import overlay, word_overlays
+from captioner.serving.heatmap import caption_overlays, overlay, word_overlays
 
 
 def test_overlay_is_brighter_where_the_model_looked():
@@ -30,3 +30,22 @@ def test_a_flat_map_highlights_nothing():
     photo = Image.new("RGB", (50, 50), (90, 160, 200))
     out = np.asarray(overlay(photo, np.full((5, 5), 1 / 25, np.float32)), np.float32)
     assert out.std(axis=(0, 1)).max() < 1.0  # uniformly dimmed, no hot spot anywhere
+
+
+@pytest.mark.parametrize("text, tokens", [
+    ("一个女孩在跑。", "一个 女孩 在 跑"),  # Chinese is written without spaces
+    ("L'homme fait du vélo.", "l' homme fait du vélo"),  # a French elision joins two tokens
+    ("A person runs.", "a man runs"),  # neutral wording rewrites the written words, not the tokens
+])
+def test_caption_overlays_are_labelled_by_the_decoders_tokens(text, tokens):
+    """Catches labels taken from the written caption: for Chinese, French or neutral wording the count
+    of written words differs from the maps', which crashed the page."""
+    from captioner.serving.captioner import Caption
+
+    n = len(tokens.split())
+    maps = np.random.default_rng(1).dirichlet(np.ones(25), size=n).reshape(n, 5, 5).astype(np.float32)
+    caption = Caption(text, -2.0, -0.5, list(range(n)), maps, tokens)
+    labelled = caption_overlays(Image.new("RGB", (120, 90), (40, 90, 200)), caption)
+    assert [word for word, _ in labelled] == tokens.split()
+    with pytest.raises(ValueError, match="keep_attention"):
+        caption_overlays(Image.new("RGB", (10, 10)), Caption(text, -2.0, -0.5, tokens=tokens))

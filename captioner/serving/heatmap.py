@@ -36,3 +36,13 @@ def word_overlays(image: Image.Image, maps: np.ndarray, words: list[str], side: 
     base = image.convert("RGB")
     base.thumbnail((side, side))
     return [overlay(base, m) for m in maps]
+
+
+def caption_overlays(image: Image.Image, caption) -> list[tuple[str, Image.Image]]:
+    """(word, overlay) for each word the decoder chose in ``caption`` (a ``Caption`` decoded with
+    ``keep_attention=True``): labelled by its tokens, one per attention map, never by the written text,
+    which joins Chinese words and French elisions ("l'homme") and is reworded by neutral wording."""
+    if caption.attention is None:
+        raise ValueError("this caption was decoded without keep_attention=True")
+    words = caption.tokens.split()
+    return list(zip(words, word_overlays(image, caption.attention, words)))
