@@ -25,9 +25,10 @@ DATA_HELP = "dataset folder (default: $CAPTIONER_DATA, else ../shared/flickr8k b
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, default=None, help="model folder (default: the default model in $CAPTIONER_MODELS or the shipped models)")
     parser.add_argument("--weights", type=Path, default=None, help="Xception weights file (default: cache/download)")
-    parser.add_argument("--precision", default=None, choices=["float32", "int8"],
-                        help="encoder precision (default $CAPTIONER_PRECISION, else float32); int8 is 2.7-3x faster, "
-                             "changes about a quarter of the captions, and needs `python -m captioner quantize` once")
+    parser.add_argument("--precision", default=None, choices=["auto", "float32", "bfloat16", "int8"],
+                        help="encoder precision (default $CAPTIONER_PRECISION, else auto: the fastest one that keeps "
+                             "the captions on this CPU, found by a short self-check on first use and cached; "
+                             "float32 gives bit-stable features; int8 needs `python -m captioner quantize` once)")
     parser.add_argument("--lang", default=None, choices=list(LANGUAGES),
                         help="caption language: its default model folder (merge-<lang>) when --model is not given; "
                              "default: the model's own language (English for the default model)")
