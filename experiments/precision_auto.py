@@ -45,7 +45,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--dev-images", type=int, default=1000)
-    parser.add_argument("--precisions", default="float32,int8,bfloat16")
+    parser.add_argument("--precisions", default="float32,bfloat16,int8")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--write-verdict", action="store_true", help="write the int8 verdict to the model folder")
     args = parser.parse_args()
@@ -76,6 +76,8 @@ def main() -> int:
             "bands": {b: round(float(np.mean(np.array(split["bands"]) == b)), 4) for b in ("high", "medium", "low")},
             "seconds": round(time.perf_counter() - start, 1)}
         print(precision, results[precision], file=sys.stderr, flush=True)
+        if args.json:  # what is done so far survives an interrupted run (features are cached, too)
+            args.json.with_suffix(".partial.json").write_text(json.dumps(results, indent=1) + "\n")
     ref = results["float32"]
     for precision, r in results.items():
         if precision == "float32":

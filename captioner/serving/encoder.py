@@ -150,6 +150,8 @@ class XceptionEncoder:
         source = (lambda: self.model) if self.precision == "float32" else self._float32_keras
         self._openvino = OpenVINOXception(source, self.weights_digest, log, self.precision)
         self.backend = "openvino"
+        if self.precision == "bfloat16":  # OpenVINO's bf16 rounds differently from TensorFlow's mixed_bfloat16
+            self.cache_key = f"{self.weights_digest[:16]}-bfloat16-openvino"
 
     def _auto(self, log) -> None:
         """OpenVINO when it works here and agrees with TensorFlow on one check image, else TensorFlow."""
