@@ -78,7 +78,8 @@ def main() -> int:
     pixels = np.stack([load_and_preprocess(p) for p in paths[:args.images]])
     weights, digest = ensure_weights(allow_download=False)
     out: dict = {"split": "train (held-out images of models/merge-ensemble/tune_images.txt)", "images": len(pixels),
-                 "rounds": args.rounds, "machine": describe_machine(), "cpus_used": os.cpu_count()}
+                 "rounds": args.rounds, "machine": describe_machine(), "cpus_used": os.cpu_count(),
+                 "load_average_at_start": round(os.getloadavg()[0], 1)}  # other work on a shared machine
 
     # cold start: first without a cached self-check (its file moved aside), then with it
     folder = cache_folder()
@@ -141,6 +142,7 @@ def main() -> int:
         throughput[k] = {"images_per_s": round(len(library) / seconds, 2),
                          "images_per_s_per_core": round(len(library) / seconds / (os.cpu_count() or 1), 2)}
     out["library_throughput"] = {"images": len(library), "batch": 16, **throughput}
+    out["load_average_at_end"] = round(os.getloadavg()[0], 1)
     out["command"] = "python bench/precision.py --json docs/precision-bench.json"
     return emit(out, args.json)
 
