@@ -88,7 +88,7 @@ class XceptionEncoder:
         self.backend, self.backend_note, self._openvino = "tensorflow", "", None
         if precision == "int8":  # asked for by name: no silent fallback to another precision
             self._use_openvino(log)
-            self.backend_note = "int8 (NNCF post-training quantisation), asked for"
+            self.backend_note = "OpenVINO int8 (NNCF post-training quantisation)"
         elif backend == "openvino":
             self._use_openvino(log)
         elif backend == "auto":
@@ -160,7 +160,7 @@ class XceptionEncoder:
         if self.precision == "bfloat16":  # asked for by name: OpenVINO's bf16, else TensorFlow's
             try:
                 self._use_openvino(log)
-                self.backend_note = "auto: OpenVINO with its bfloat16 inference hint, asked for"
+                self.backend_note = "auto: OpenVINO with its bfloat16 inference hint"
                 return
             except Exception as err:  # OpenVINOUnavailable or anything its compiler raises
                 why = f"OpenVINO bfloat16 failed ({type(err).__name__}: {err})"
