@@ -164,11 +164,11 @@ class Captioner:
         if lang and checkpoint.config.lang != lang:
             raise CheckpointError(f"{checkpoint.folder} captions in {checkpoint.config.lang!r}, not {lang!r}: "
                                   f"leave out the model folder to get the {lang!r} default, or pass a {lang!r} folder")
-        confidence, problem = load_confidence(checkpoint.folder)
         if resolve_precision(precision) == "auto":  # the fastest precision that keeps captions here (precision.py)
             from .precision import load_auto
 
             return load_auto(cls.load, checkpoint.folder, weights, allow_download, backend, lang)
+        confidence, problem = load_confidence(checkpoint.folder)
         encoder = XceptionEncoder.load(weights, allow_download=allow_download, backend=backend, precision=precision)
         if encoder.backend == "openvino" and portable_folder(checkpoint):
             from .decoders.portable import PortableUnavailable
