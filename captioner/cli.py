@@ -323,7 +323,8 @@ def cmd_evaluate(args) -> int:
     from .pipeline.evaluate import evaluate_split, format_metrics, write_report
 
     decode_config(args)
-    captioner = Captioner.load(args.model, args.weights)
+    # scores are reported per model, not per CPU: float32 unless a precision is asked for
+    captioner = Captioner.load(args.model, args.weights, precision=os.environ.get("CAPTIONER_PRECISION") or "float32")
     dataset = load_dataset(args.data, captioner.lang)  # references in the model's language
     decode = decode_config(args, captioner.checkpoint.length_alpha)
     result = evaluate_split(captioner, dataset, args.split, decode, args.images, progress=not args.json)
