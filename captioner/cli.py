@@ -26,9 +26,10 @@ DATA_HELP = "dataset folder (default: $CAPTIONER_DATA, else ../shared/flickr8k b
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, default=None, help="model folder (default: the default model in $CAPTIONER_MODELS or the shipped models)")
     parser.add_argument("--weights", type=Path, default=None, help="Xception weights file (default: cache/download)")
-    parser.add_argument("--precision", default=None, choices=["float32", "int8"],
-                        help="encoder precision (default $CAPTIONER_PRECISION, else float32); int8 is 2.7-3x faster, "
-                             "changes about a quarter of the captions, and needs `python -m captioner quantize` once")
+    parser.add_argument("--precision", default=None, choices=["auto", "float32", "bfloat16", "int8"],
+                        help="encoder precision (default $CAPTIONER_PRECISION, else auto: the fastest one that keeps "
+                             "the captions on this CPU, found by a short self-check on first use and cached; "
+                             "float32 gives bit-stable features; int8 needs `python -m captioner quantize` once)")
     parser.add_argument("--lang", default=None, choices=list(LANGUAGES),
                         help="caption language: its default model folder (merge-<lang>) when --model is not given; "
                              "default: the model's own language (English for the default model)")
@@ -364,7 +365,8 @@ def cmd_evaluate(args) -> int:
     from .pipeline.evaluate import evaluate_split, format_metrics, write_report
 
     decode_config(args)
-    captioner = Captioner.load(args.model, args.weights)
+    # scores are reported per model, not per CPU: float32 unless a precision is asked for
+    captioner = Captioner.load(args.model, args.weights, precision=os.environ.get("CAPTIONER_PRECISION") or "float32")
     dataset = load_dataset(args.data, captioner.lang)  # references in the model's language
     decode = decode_config(args, captioner.checkpoint.length_alpha)
     result = evaluate_split(captioner, dataset, args.split, decode, args.images, progress=not args.json)

@@ -143,7 +143,8 @@ def test_backend_names_are_checked(monkeypatch):
 def test_cli_info_prints_the_backend(encoders, ir_cache, xception_weights):
     path, _ = xception_weights
     env = {**os.environ, "CAPTIONER_CACHE_DIR": str(ir_cache), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.run([sys.executable, "-m", "captioner", "info", "--backend", "openvino", "--weights", str(path)],
+    proc = subprocess.run([sys.executable, "-m", "captioner", "info", "--backend", "openvino", "--weights", str(path),
+                           "--precision", "float32"],
                           capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout

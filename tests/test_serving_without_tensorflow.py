@@ -46,7 +46,9 @@ def test_cli_captions_without_importing_tensorflow_and_matches_the_tensorflow_pa
     from captioner import Captioner
     from captioner.serving.batch import result_record
 
-    records, probe = _cli("caption", "--json", *map(str, IMAGES), env={"CAPTIONER_BACKEND": "auto"})
+    # float32: the precision that gives TensorFlow's captions exactly (auto may pick a faster one here)
+    records, probe = _cli("caption", "--json", *map(str, IMAGES), env={"CAPTIONER_BACKEND": "auto",
+                                                                       "CAPTIONER_PRECISION": "float32"})
     assert probe == {"status": 0, "tensorflow": False, "keras": False}
     reference = Captioner.load(allow_download=False, backend="tensorflow")
     assert reference.decoder_backend == "tensorflow"

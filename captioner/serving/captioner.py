@@ -189,8 +189,9 @@ class Captioner:
              precision: str | None = None, encoder=None) -> "Captioner":
         """Load a model folder (default: the default model of ``lang``, English when None) and the
         Xception encoder (on ``backend``: "auto", "openvino" or "tensorflow"; default
-        ``$CAPTIONER_BACKEND``, else the encoder's default; at ``precision``: "float32", or "int8" once
-        ``python -m captioner quantize`` has built it; default ``$CAPTIONER_PRECISION``, else float32).
+        ``$CAPTIONER_BACKEND``, else the encoder's default; at ``precision``: "float32", "bfloat16", "int8"
+        (once ``python -m captioner quantize`` has built it) or "auto", the fastest of them that keeps the
+        captions on this CPU (``precision.py``); default ``$CAPTIONER_PRECISION``, else "auto").
 
         When the encoder runs on OpenVINO and every decoder is a merge decoder, the decoders step on
         OpenVINO too (or NumPy; ``decoders/portable.py``) and TensorFlow is never imported; otherwise
@@ -201,13 +202,17 @@ class Captioner:
 
         Raises CheckpointError, LanguageError or WeightsError with a message that says how to fix it.
         """
-        from .encoder import XceptionEncoder
+        from .encoder import XceptionEncoder, resolve_precision
         from .model_folder import CheckpointError, default_model_dir, load_checkpoint
 
         checkpoint = load_checkpoint(model_dir or default_model_dir(lang), keras=False)  # files checked, no Keras
         if lang and checkpoint.config.lang != lang:
             raise CheckpointError(f"{checkpoint.folder} captions in {checkpoint.config.lang!r}, not {lang!r}: "
                                   f"leave out the model folder to get the {lang!r} default, or pass a {lang!r} folder")
+        if resolve_precision(precision) == "auto":  # the fastest precision that keeps captions here (precision.py)
+            from .precision import load_auto
+
+            return load_auto(cls.load, checkpoint.folder, weights, allow_download, backend, lang)
         confidence, problem = load_confidence(checkpoint.folder)
         encoder = encoder or XceptionEncoder.load(weights, allow_download=allow_download, backend=backend,
                                                   precision=precision)

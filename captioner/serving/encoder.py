@@ -16,6 +16,10 @@ BACKENDS = ("auto", "openvino", "tensorflow")
 DEFAULT_BACKEND = "auto"  # OpenVINO float32 where it works: same captions, faster (bench figure h)
 SELF_CHECK_COSINE = 0.9999  # "auto" keeps OpenVINO only when its features match TensorFlow's this closely
 PRECISIONS = ("float32", "bfloat16", "int8")  # int8: OpenVINO only, after `python -m captioner quantize`
+# What --precision / CAPTIONER_PRECISION accept: "auto" lets Captioner.load pick per CPU and model
+# (serving/precision.py); an encoder loaded on its own (training, features) runs float32 for "auto".
+PRECISION_CHOICES = ("auto",) + PRECISIONS
+DEFAULT_PRECISION = "auto"
 
 
 # Falling back from OpenVINO to TensorFlow is worth a line even where logging is not configured: a warning.
@@ -32,10 +36,11 @@ def resolve_backend(backend: str | None = None) -> str:
 
 
 def resolve_precision(precision: str | None = None) -> str:
-    """``precision``, else ``$CAPTIONER_PRECISION``, else float32; ValueError for an unknown name."""
-    choice = (precision or os.environ.get("CAPTIONER_PRECISION") or "float32").strip().lower()
-    if choice not in PRECISIONS:
-        raise ValueError(f"encoder precision must be one of {', '.join(PRECISIONS)}, not {choice!r}"
+    """``precision``, else ``$CAPTIONER_PRECISION``, else DEFAULT_PRECISION ("auto"); ValueError for an
+    unknown name."""
+    choice = (precision or os.environ.get("CAPTIONER_PRECISION") or DEFAULT_PRECISION).strip().lower()
+    if choice not in PRECISION_CHOICES:
+        raise ValueError(f"encoder precision must be one of {', '.join(PRECISION_CHOICES)}, not {choice!r}"
                          + ("" if precision else " (from CAPTIONER_PRECISION)"))
     return choice
 
@@ -56,13 +61,14 @@ class XceptionEncoder:
     one traced graph instead of re-tracing (or falling back to ``model.predict`` overheads).
 
     ``backend``: "tensorflow" (that tf.function), "openvino" (the same model converted to OpenVINO IR,
-    float32; raises OpenVINOUnavailable when it cannot be used) or "auto" (OpenVINO when it imports,
+    float32, bfloat16 or int8; raises OpenVINOUnavailable when it cannot be used) or "auto" (OpenVINO when it imports,
     converts, compiles and matches TensorFlow on a check image, else TensorFlow with one log line saying
     why). ``self.backend`` says which one runs; ``self.backend_note`` why, for "auto".
     """
 
     def __init__(self, weights_path: str | Path, weights_digest: str = "", precision: str = "float32",
                  backend: str = "tensorflow", log=_log):
+        precision = "float32" if precision == "auto" else precision  # alone, there is no model to check
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         if precision == "int8" and backend == "tensorflow":
@@ -70,21 +76,20 @@ class XceptionEncoder:
         self.weights_path = Path(weights_path)
         self.weights_digest = weights_digest
         self.precision = precision
+        self.precision_note = ""  # why this precision runs, when Captioner.load chose it ("auto")
         # features differ slightly by precision, so each has its own cache folder (OpenVINO float32 shares
         # TensorFlow float32's: they agree to float rounding: figure h in docs/PERFORMANCE.md)
         self.cache_key = weights_digest[:16] + ("" if precision == "float32" else f"-{precision}")
         self._model = None
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
-        if backend == "tensorflow" or precision == "bfloat16":
+        if backend == "tensorflow":
             self._build_tensorflow()  # OpenVINO builds the Keras model only when it must convert or check
         self.backend, self.backend_note, self._openvino = "tensorflow", "", None
         if precision == "int8":  # asked for by name: no silent fallback to another precision
             self._use_openvino(log)
-            self.backend_note = "int8 (NNCF post-training quantisation), asked for"
+            self.backend_note = "OpenVINO int8 (NNCF post-training quantisation)"
         elif backend == "openvino":
-            if precision != "float32":
-                raise ValueError("the OpenVINO encoder runs float32 or int8, not bfloat16")
             self._use_openvino(log)
         elif backend == "auto":
             self._auto(log)
@@ -113,6 +118,14 @@ class XceptionEncoder:
         self._forward_grid = tf.function(lambda x: tf.cast(base(x, training=False), tf.float32),
                                          input_signature=[spec])
 
+    def _float32_keras(self):
+        """A float32 Keras Xception with these weights (to convert the IR from, whatever runs here)."""
+        from .weights import build_xception
+
+        base = build_xception()
+        base.load_weights(str(self.weights_path))
+        return base
+
     @property
     def model(self):
         """The frozen Keras Xception-notop (built on first use when OpenVINO runs the encoder)."""
@@ -133,15 +146,24 @@ class XceptionEncoder:
     def _use_openvino(self, log) -> None:
         from .openvino_encoder import OpenVINOXception
 
-        self._openvino = OpenVINOXception(lambda: self.model, self.weights_digest, log, self.precision)
+        # the IR is always converted from the float32 Keras model (a bfloat16 one would bake bf16 into it)
+        source = (lambda: self.model) if self.precision == "float32" else self._float32_keras
+        self._openvino = OpenVINOXception(source, self.weights_digest, log, self.precision)
         self.backend = "openvino"
+        if self.precision == "bfloat16":  # OpenVINO's bf16 rounds differently from TensorFlow's mixed_bfloat16
+            self.cache_key = f"{self.weights_digest[:16]}-bfloat16-openvino"
 
     def _auto(self, log) -> None:
         """OpenVINO when it works here and agrees with TensorFlow on one check image, else TensorFlow."""
         from .openvino_encoder import OpenVINOUnavailable
 
-        if self.precision != "float32":
-            why = f"OpenVINO runs float32 only, and {self.precision} was asked for"
+        if self.precision == "bfloat16":  # asked for by name: OpenVINO's bf16, else TensorFlow's
+            try:
+                self._use_openvino(log)
+                self.backend_note = "auto: OpenVINO with its bfloat16 inference hint"
+                return
+            except Exception as err:  # OpenVINOUnavailable or anything its compiler raises
+                why = f"OpenVINO bfloat16 failed ({type(err).__name__}: {err})"
         else:
             try:
                 self._use_openvino(log)
@@ -182,10 +204,11 @@ class XceptionEncoder:
              backend: str | None = None, precision: str | None = None) -> "XceptionEncoder":
         """Build the encoder from verified weights (see ``weights.ensure_weights``) on ``backend``
         (default: ``$CAPTIONER_BACKEND``, else DEFAULT_BACKEND) at ``precision`` (default:
-        ``$CAPTIONER_PRECISION``, else float32)."""
+        ``$CAPTIONER_PRECISION``, else "auto", which is float32 for an encoder loaded on its own)."""
         from .weights import ensure_weights
 
         backend, precision = resolve_backend(backend), resolve_precision(precision)
+        precision = "float32" if precision == "auto" else precision
         path, digest = ensure_weights(weights, allow_download=allow_download)
         return cls(path, digest, precision=precision, backend=backend)
 

@@ -28,7 +28,11 @@ def runtime_info(model_dir: str | Path | None = None, weights: str | Path | None
             break
         except metadata.PackageNotFoundError:
             continue
+    from .precision import precision_summary
+
     return {"backend": encoder.backend, "backend_note": encoder.backend_note, "precision": encoder.precision,
+            "precision_note": encoder.precision_note,
+            "precision_candidates": precision_summary(folder, encoder.weights_digest),
             "decoders": decoders,
             "lang": captioner.lang, "cpu": format_machine(describe_machine()),
             "tensorflow": versions.get("tensorflow", "not installed"),

@@ -8,8 +8,10 @@ and ``spatial`` (B, 10, 10, 2048), and a dynamic batch dimension.
 
 An **int8** IR can be built from it once with ``python -m captioner quantize`` (NNCF post-training
 quantisation on Flickr8k training images; ``quantize_ir``), cached beside it with its own digest file.
-It is 2.7-3x faster and changes a quarter of the captions (dev figures in README "Performance"), so it
-is used only when asked for (``precision="int8"``, ``CAPTIONER_PRECISION=int8``, ``--precision int8``).
+It is 2.7-3x faster and changes a quarter of the captions (dev figures in docs/PERFORMANCE.md).
+**bfloat16** compiles the float32 IR with ``INFERENCE_PRECISION_HINT=bf16`` (nothing to build): about 4x
+faster on CPUs with AMX, slower on CPUs with AVX512-BF16 alone. Which precision runs by default is
+decided per CPU and model by ``precision.py``'s self-check (``--precision auto``).
 
 ``XceptionEncoder(backend="openvino")`` uses this; callers never need it directly.
 """
@@ -29,6 +31,10 @@ PERFORMANCE_HINT = "LATENCY"  # one stream over all cores: the app captions one 
 # Largest batch one inference runs: past it the activations outgrow the caches and every image gets
 # slower (docs/PERFORMANCE.md, "The encoder"), so bigger batches are split.
 MAX_BATCH = 8
+# The same limit per precision (``MAX_BATCH`` for any not named); see docs/PERFORMANCE.md "Precision per CPU".
+MAX_BATCH_BY_PRECISION = {"float32": MAX_BATCH, "bfloat16": MAX_BATCH, "int8": MAX_BATCH}
+# OpenVINO's INFERENCE_PRECISION_HINT for each precision (int8 is in the IR itself; its other layers run f32)
+HINTS = {"float32": "f32", "bfloat16": "bf16", "int8": "f32"}
 conversions = 0  # Keras -> IR conversions done in this process (tests check the cache is reused)
 
 
@@ -214,7 +220,8 @@ def ensure_ir(get_model, weights_digest: str, log=_log) -> Path:
 class OpenVINOXception:
     """The compiled IR: ``run(pixels, spatial)`` -> float32 features, as ``XceptionEncoder.encode`` returns.
 
-    ``precision="int8"`` compiles the quantised IR, which must have been built (``quantize_ir``)."""
+    ``precision="int8"`` compiles the quantised IR, which must have been built (``quantize_ir``);
+    ``precision="bfloat16"`` compiles the float32 IR with OpenVINO's bf16 inference hint."""
 
     def __init__(self, get_model, weights_digest: str, log=_log, precision: str = "float32"):
         ov = import_openvino()
@@ -227,7 +234,11 @@ class OpenVINOXception:
             xml = ensure_ir(get_model, weights_digest, log)
         self.version = ov.__version__
         self.ir_path = xml
-        config = {"PERFORMANCE_HINT": PERFORMANCE_HINT, "INFERENCE_PRECISION_HINT": "f32"}
+        if precision not in HINTS:
+            raise ValueError(f"OpenVINO encoder precision must be one of {', '.join(HINTS)}, not {precision!r}")
+        self.precision = precision
+        self.max_batch = MAX_BATCH_BY_PRECISION.get(precision, MAX_BATCH)
+        config = {"PERFORMANCE_HINT": PERFORMANCE_HINT, "INFERENCE_PRECISION_HINT": HINTS[precision]}
         try:
             self.compiled = ov.Core().compile_model(str(xml), "CPU", config)
         except Exception as first:  # a verified IR that still fails to load: rebuild it once
@@ -243,10 +254,10 @@ class OpenVINOXception:
         self._outputs = {"pooled": self.compiled.output("pooled"), "spatial": self.compiled.output("spatial")}
 
     def run(self, pixels: np.ndarray, spatial: bool = False) -> np.ndarray:
-        """(N, 299, 299, 3) pixels -> features, ``MAX_BATCH`` images per inference; a fresh infer request
+        """(N, 299, 299, 3) pixels -> features, ``self.max_batch`` images per inference; a fresh infer request
         per call, so concurrent callers (API threads) never share one."""
         request, output, out = self.compiled.create_infer_request(), self._outputs["spatial" if spatial else "pooled"], []
-        for start in range(0, len(pixels), MAX_BATCH):
-            request.infer([np.ascontiguousarray(pixels[start:start + MAX_BATCH], dtype=np.float32)])
+        for start in range(0, len(pixels), self.max_batch):
+            request.infer([np.ascontiguousarray(pixels[start:start + self.max_batch], dtype=np.float32)])
             out.append(np.array(request.get_tensor(output).data, np.float32))
         return np.concatenate(out) if len(out) != 1 else out[0]
