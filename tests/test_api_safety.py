@@ -275,3 +275,32 @@ def test_a_client_that_stops_sending_its_body_is_dropped():
     assert sent[0]["status"] == 408
     assert b"did not arrive within 0.2 s" in sent[1]["body"]
     assert fake.calls == 0
+
+
+def test_a_speech_call_whose_client_left_still_holds_its_thread():
+    """A request cancelled while its voice hangs (the client hung up) keeps counting against the pool until
+    the thread is really free, so hung calls can never pile up beyond the pool's size."""
+    from captioner.serving.api.errors import APIError
+    from captioner.serving.api.service import BoundedPool
+
+    release = threading.Event()
+    pool = BoundedPool(1, "test-speech", "busy")
+
+    async def run():
+        first = asyncio.ensure_future(pool.run(release.wait, 60))
+        while pool.running == 0:
+            await asyncio.sleep(0)
+        first.cancel()  # the client hung up; the thread still waits
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert pool.running == 1
+        with pytest.raises(APIError) as refused:
+            await pool.run(release.wait, 60)
+        assert refused.value.status == 503
+        release.set()
+        while pool.running:
+            await asyncio.sleep(0.01)
+        assert await pool.run(lambda: "spoken") == "spoken"
+
+    asyncio.run(asyncio.wait_for(run(), 60))
+    pool.shutdown()

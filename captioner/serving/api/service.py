@@ -49,10 +49,19 @@ class BoundedPool:
                 raise APIError(503, self.busy_message)
             self.running += 1
         try:
-            return await asyncio.wrap_future(self._pool.submit(fn, *args))
-        finally:
-            with self._lock:
-                self.running -= 1
+            future = self._pool.submit(fn, *args)
+        except BaseException:
+            self._release()
+            raise
+        # counted until the thread is done, not until the request is: a client that hangs up leaves
+        # its voice call still holding a thread
+        future.add_done_callback(self._release)
+        return await asyncio.wrap_future(future)
+
+    def _release(self, _future=None) -> None:
+        """One call fewer running."""
+        with self._lock:
+            self.running -= 1
 
     def shutdown(self) -> None:
         """Stop taking work (calls still running finish on their own threads)."""
