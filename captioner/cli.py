@@ -154,6 +154,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-languages", type=int, default=3,
                    help="caption languages kept loaded at once: --lang's (the default) and the most recently "
                         "asked for with ?lang= (default %(default)s)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a name clients may use for this server in the Host header, besides localhost, "
+                        "127.0.0.1 and [::1] (repeatable; '*.example.org' allows its subdomains)")
+    p.add_argument("--token", default=None,
+                   help="require 'Authorization: Bearer TOKEN' on every route but /healthz (default: the "
+                        "CAPTIONER_API_TOKEN environment variable; none: no token)")
+    p.add_argument("--body-timeout", type=float, default=30.0,
+                   help="seconds a client may pause while sending its upload before it is dropped (default %(default)s)")
+    p.add_argument("--limit-concurrency", type=int, default=64,
+                   help="open connections at most; more are answered 503 (default %(default)s)")
 
     p = sub.add_parser("write", help="write captions from a captions file into XMP sidecars, the photos' "
                                      "EXIF/XMP, or the alt text of HTML/Markdown pages")
@@ -428,7 +438,16 @@ def cmd_serve(args) -> int:
 
     if args.max_languages < 1:
         raise ValueError(f"--max-languages must be at least 1 (the default language's model), not {args.max_languages}")
-    serve(args.host, args.port, args.model, args.weights, max_batch=args.max_batch, max_languages=args.max_languages)
+    from .serving.api.app import TOKEN_ENV, is_loopback
+
+    if args.body_timeout <= 0 or args.limit_concurrency < 1:
+        raise ValueError("--body-timeout must be above 0 and --limit-concurrency at least 1")
+    if not is_loopback(args.host) and not (args.token or os.environ.get(TOKEN_ENV)):
+        print(f"warning: serving on {args.host} without a token: anyone who can reach port {args.port} can use "
+              f"the API (set --token or {TOKEN_ENV})", file=sys.stderr, flush=True)
+    serve(args.host, args.port, args.model, args.weights, max_batch=args.max_batch, max_languages=args.max_languages,
+          allowed_hosts=args.allowed_host, token=args.token, body_timeout=args.body_timeout,
+          limit_concurrency=args.limit_concurrency)
     return 0
 
 

@@ -105,6 +105,8 @@ class DecodeConfig:
         if not 1 <= self.n_best <= self.beam_width:
             raise ValueError(f"n_best must be between 1 and the beam width ({self.beam_width}), not {self.n_best}")
         check_block_ngram(self.block_ngram)
+        if not (isinstance(self.length_alpha, (int, float)) and 0 <= self.length_alpha <= 3):  # NaN fails too
+            raise ValueError(f"length_alpha must be a number between 0 and 3, not {self.length_alpha}")
         if not 1 <= self.max_words <= 100:
             raise ValueError(f"max_words must be between 1 and 100, not {self.max_words}")
         from .serving.neutral import check_wording

@@ -39,7 +39,7 @@ def test_two_languages_from_one_process_share_one_encoder(english):
 
     german = Captioner.load(lang="de", allow_download=False)
     app = create_app(english, max_languages=2)
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://localhost") as c:
         body = c.post("/v1/captions?lang=de", content=_bytes("dog-field.jpg"),
                       headers={"Content-Type": "image/jpeg"}).json()
         [got] = body["results"]
@@ -75,7 +75,7 @@ def test_neutral_wording_over_the_api_is_the_library_s(english):
     from captioner.serving.api import create_app
 
     names = ["dog-field.jpg", "cat.jpg", "astronaut.jpg"]
-    with TestClient(create_app(english)) as c:
+    with TestClient(create_app(english), base_url="http://localhost") as c:
         got = c.post("/v1/captions?wording=neutral&n_best=3",
                      files=[("images", (n, _bytes(n), "image/jpeg")) for n in names]).json()["results"]
     want = _records(english, names, english.default_decode(n_best=3, wording="neutral"))
@@ -97,7 +97,7 @@ def test_speech_takes_lang_as_a_query_parameter(english, monkeypatch):
         return real(text, lang, "espeak")  # offline: the test needs no network
 
     monkeypatch.setattr(speech, "speak", fake)
-    with TestClient(create_app(english, preload=False)) as c:
+    with TestClient(create_app(english, preload=False), base_url="http://localhost") as c:
         r = c.post("/v1/speech?lang=de", json={"text": "Ein Hund."})
         assert r.status_code == 200 and heard == ["de"]
         assert c.post("/v1/speech?lang=xx", json={"text": "a"}).status_code == 422

@@ -3,6 +3,7 @@ shipped calibration files."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -215,6 +216,73 @@ def test_model_folder_loads_its_files_through_relative_paths(tmp_path):
     model.calibrator.save(folder / CONFIDENCE_FILE)
     with pytest.raises(ConfidenceError, match="different domain.json"):
         ConfidenceModel.load(folder)
+
+
+def test_a_neighbour_index_built_for_another_domain_check_is_refused(tmp_path):
+    """The index records the digest of the domain check whose space its coordinates live in; a model folder
+    whose shared domain.json was refitted since is refused with the rebuild command, not used silently.
+    An index without the field (written before it was recorded) still loads."""
+    model = tiny_model()
+    root = tmp_path / "models"
+    (root / "m").mkdir(parents=True)
+    model.domain.save(root / "domain.json")
+    model.calibrator.save(root / "m" / CONFIDENCE_FILE)
+    for recorded, fails in ((domain_digest(model.domain), False), (None, False), ("f" * 64, True)):
+        model.neighbours.info = {} if recorded is None else {"domain_digest": recorded}
+        model.neighbours.save(root / "neighbours.json")
+        if fails:
+            with pytest.raises(ConfidenceError, match=r"built for another domain.json(.|\n)*" + re.escape(REBUILD_NEIGHBOURS)):
+                ConfidenceModel.load(root / "m")
+        else:
+            assert ConfidenceModel.load(root / "m").neighbours.info == model.neighbours.info
+
+
+def test_refitting_a_shared_domain_check_for_one_folder_is_refused(tmp_path):
+    """Calibrating one folder with --refit-domain would rewrite the domain.json its neighbours depend on."""
+    from captioner.pipeline.calibrate import CalibrationError, check_shared_refit, domain_dependents
+
+    model = tiny_model()
+    root = tmp_path / "models"
+    root.mkdir()
+    model.domain.save(root / "domain.json")
+    for name in ("merge-a", "merge-b", "merge-c"):
+        (root / name).mkdir()
+        model.calibrator.save(root / name / CONFIDENCE_FILE)
+    (root / "own").mkdir()  # a folder with its own domain check is not a dependent
+    model.calibrator.domain_file = "domain.json"
+    model.calibrator.save(root / "own" / CONFIDENCE_FILE)
+    assert [f.name for f in domain_dependents(root / "domain.json")] == ["merge-a", "merge-b", "merge-c"]
+    with pytest.raises(CalibrationError, match=r"shared.*merge-b, merge-c.*--all --refit-domain"):
+        check_shared_refit(root / "domain.json", [root / "merge-a"])
+    check_shared_refit(root / "domain.json", [root / n for n in ("merge-a", "merge-b", "merge-c")])
+
+
+def test_the_calibrate_command_refuses_before_writing(tmp_path, monkeypatch):
+    """``calibrate --model one --refit-domain`` stops before anything is loaded or written."""
+    from types import SimpleNamespace
+
+    from captioner.pipeline import calibrate
+    from captioner.serving import encoder
+
+    model = tiny_model()
+    root = tmp_path / "models"
+    root.mkdir()
+    model.domain.save(root / "domain.json")
+    for name in ("merge-a", "merge-b"):
+        (root / name).mkdir()
+        model.calibrator.save(root / name / CONFIDENCE_FILE)
+        (root / name / "config.json").write_text("{}")
+    before = (root / "domain.json").read_bytes()
+    def too_soon(*args, **kwargs):
+        raise AssertionError("the encoder was loaded before the refusal")
+
+    monkeypatch.setattr(encoder.XceptionEncoder, "load", too_soon)
+    monkeypatch.setattr("captioner.serving.model_folder.model_language", lambda folder: "en")
+    args = SimpleNamespace(model=[str(root / "merge-a")], all=False, refit_domain=True, refit_neighbours=False,
+                           report_only=False, no_report=True, out=str(tmp_path / "out"), data=tmp_path)
+    with pytest.raises(calibrate.CalibrationError, match="merge-b"):
+        calibrate.run(args)
+    assert (root / "domain.json").read_bytes() == before and not (tmp_path / "out").exists()
 
 
 # ---------------------------------------------------------------------------------------- fitting

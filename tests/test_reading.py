@@ -293,7 +293,7 @@ def test_api_read_text_parameter(captioner, letter):
     from captioner.serving.api import create_app
 
     path, truth = letter
-    with TestClient(create_app(captioner)) as client:
+    with TestClient(create_app(captioner), base_url="http://localhost") as client:
         files = [("images", ("letter.jpg", path.read_bytes(), "image/jpeg"))]
         on = client.post("/v1/captions", files=files).json()["results"][0]
         off = client.post("/v1/captions?read_text=off", files=files).json()["results"][0]

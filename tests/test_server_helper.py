@@ -43,3 +43,13 @@ def test_model_ready_reads_healthz():
     assert not model_ready(b'{"status": "ok", "model_state": "loading", "queued": 0}')
     with pytest.raises(ServerError, match="the model failed to load: no such folder"):
         model_ready(b'{"status": "ok", "model_state": "failed", "error": "no such folder"}')
+
+
+def test_a_real_server_whose_model_failed_says_so_at_once(tmp_path):
+    """``serve`` with a model folder that cannot load: /healthz answers 503 with the reason, and
+    ``api_server`` stops waiting with that reason (rather than polling until its timeout)."""
+    from captioner.testing import api_server
+
+    with pytest.raises(ServerError, match=r"the model failed to load: .*no-such-model"):
+        with api_server("--model", str(tmp_path / "no-such-model"), timeout=170):
+            pass

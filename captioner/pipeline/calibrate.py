@@ -526,6 +526,10 @@ def run(args: argparse.Namespace, report: Callable[[str], None] | None = None) -
         """The held-out images of the named folders of ``root`` that caption in ``lang``."""
         return sorted({n for f in folders if f.parent == root and model_language(f) == lang for n in read_tune_images(f)})
 
+    if args.refit_domain and not args.report_only:  # before anything slow is loaded
+        for root in dict.fromkeys(f.parent for f in folders):
+            if (root / DOMAIN_FILE).is_file():
+                check_shared_refit(root / DOMAIN_FILE, folders)
     encoder = XceptionEncoder.load(allow_download=False)
     if args.refit_neighbours:
         for root, lang in dict.fromkeys((f.parent, model_language(f)) for f in folders):
@@ -597,6 +601,34 @@ def run(args: argparse.Namespace, report: Callable[[str], None] | None = None) -
             report(text)
         record_dev_report(folder, model.calibrator, summary)
     return 0
+
+
+def domain_dependents(domain_path: Path) -> list[Path]:
+    """The model folders beside ``domain_path`` whose confidence.json uses it (read as plain JSON: a folder
+    whose file cannot be read is counted, since it may still depend on it)."""
+    domain_path = Path(domain_path).resolve()
+    found = []
+    for folder in sorted(p for p in domain_path.parent.iterdir() if (p / CONFIDENCE_FILE).is_file()):
+        try:
+            named = json.loads((folder / CONFIDENCE_FILE).read_text(encoding="utf-8")).get("domain_file")
+        except (OSError, ValueError, AttributeError):
+            named = None
+        if named is None or (folder / named).resolve() == domain_path:
+            found.append(folder.resolve())
+    return found
+
+
+def check_shared_refit(domain_path: Path, folders: list[Path]) -> None:
+    """CalibrationError unless every folder that uses ``domain_path`` is refitted with it: a new domain check
+    changes the space the other folders' calibrations and neighbour indexes were fitted in, and their
+    confidence would stop loading (it is checked by digest)."""
+    chosen = {Path(f).resolve() for f in folders}
+    left = [f for f in domain_dependents(domain_path) if f not in chosen]
+    if left:
+        raise CalibrationError(f"{domain_path} is shared: refitting it would disable the confidence of "
+                               f"{', '.join(f.name for f in left)}; refit them all together with "
+                               "`python -m captioner calibrate --all --refit-domain` (or name every folder "
+                               "with --model)")
 
 
 def record_dev_report(folder: Path, calibrator: Calibrator, summary: dict) -> None:

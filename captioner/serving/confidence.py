@@ -38,7 +38,7 @@ from .assessment import Assessment, ConfidenceError, Signals
 from .calibrator import Calibrator
 from .domain import DomainCheck, DomainError, domain_digest
 from .model_folder import CONFIDENCE_FILE, DOMAIN_FILE
-from .neighbours import NeighbourIndex
+from .neighbours import REBUILD_NEIGHBOURS, NeighbourIndex
 
 __all__ = ["Assessment", "Calibrator", "ConfidenceError", "ConfidenceModel", "NeighbourIndex", "Signals",
            "compute_signals"]
@@ -92,8 +92,15 @@ class ConfidenceModel:
         neighbours = None
         if "consensus" in calibrator.features:
             neighbours = NeighbourIndex.load((model_dir / calibrator.neighbours_file).resolve())
+        digest = domain_digest(domain)
         expected = calibrator.info.get("domain_digest")
-        if expected and expected != domain_digest(domain):
+        if neighbours is not None:  # an index without a digest (older files) is trusted as before
+            built_for = neighbours.info.get("domain_digest")
+            if built_for and built_for != digest:
+                raise ConfidenceError(f"{calibrator.neighbours_file}: built for another {DOMAIN_FILE} (digest "
+                                      f"{built_for[:12]}…, not {digest[:12]}…); rebuild it with "
+                                      f"`{REBUILD_NEIGHBOURS}`")
+        if expected and expected != digest:
             raise ConfidenceError(f"{path}: fitted with a different {DOMAIN_FILE} (digest {expected[:12]}…); "
                                   "refit the calibration")
         return cls(calibrator, domain, neighbours)

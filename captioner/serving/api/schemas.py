@@ -71,7 +71,8 @@ class ErrorBody(BaseModel):
 class Health(BaseModel):
     """Liveness and readiness."""
 
-    status: Literal["ok"] = Field(..., description="always ok: the server answers")
+    status: Literal["ok", "failed"] = Field(..., description="ok (answered 200), or failed when the model "
+                                                              "could not load (answered 503)")
     model: str | None = Field(..., description="the model folder's name (null: the default, not loaded yet)")
     model_state: Literal["ready", "loading", "failed"] = Field(..., description="whether captions can be made now")
     queued: int = Field(..., description="caption requests waiting for the model")
@@ -116,7 +117,8 @@ class SpeechRequest(BaseModel):
     engine: str = Field("auto", description="auto (gTTS, else espeak-ng), gtts or espeak")
 
 
-ERROR_MEANINGS = {413: "the body or the number of images is over the limit", 415: "not an image type",
+ERROR_MEANINGS = {400: "the Host header names another machine", 401: "the server's token is missing or wrong",
+                  403: "a cross-origin request from a web page", 408: "the body did not arrive in time", 413: "the body or the number of images is over the limit", 415: "not an image type",
                   422: "an unreadable image or bad settings", 503: "the model or the voices are unavailable"}
 
 

@@ -24,6 +24,48 @@ DEFAULT_MAX_BATCH = 16  # images per encoder batch when requests are gathered (1
 BATCH_WINDOW_S = 0.005  # how long the worker waits for more requests before starting a batch
 
 ModelSource = Union["Captioner", Callable[[], "Captioner"], str, Path, None]
+SPEECH_THREADS = 4  # speech requests spoken at once; more are answered 503 at once
+WORK_THREADS = 4  # model loading and folder listing for the caption and model routes
+
+
+class BoundedPool:
+    """A thread pool of its own for one kind of slow call, so one kind (an online voice that hangs) can never
+    starve another (captioning) of threads. With ``busy_message`` set, a call made while all ``workers``
+    are busy is refused with APIError 503 at once instead of queueing without end; without it, it waits."""
+
+    def __init__(self, workers: int, name: str, busy_message: str | None = None):
+        self.workers = max(1, int(workers))
+        self.busy_message = busy_message
+        self._pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix=name)
+        self._lock = threading.Lock()
+        self.running = 0
+
+    async def run(self, fn: Callable, *args):
+        """``fn(*args)`` on this pool's threads; APIError 503 when they are all busy."""
+        import asyncio
+
+        with self._lock:
+            if self.busy_message is not None and self.running >= self.workers:
+                raise APIError(503, self.busy_message)
+            self.running += 1
+        try:
+            future = self._pool.submit(fn, *args)
+        except BaseException:
+            self._release()
+            raise
+        # counted until the thread is done, not until the request is: a client that hangs up leaves
+        # its voice call still holding a thread
+        future.add_done_callback(self._release)
+        return await asyncio.wrap_future(future)
+
+    def _release(self, _future=None) -> None:
+        """One call fewer running."""
+        with self._lock:
+            self.running -= 1
+
+    def shutdown(self) -> None:
+        """Stop taking work (calls still running finish on their own threads)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 
 from fastapi import APIRouter, Query, Request
 
@@ -54,12 +55,14 @@ async def captions(request: Request, service: Service,
                             block_ngram=block_ngram, allow_unk=allow_unk, wording=wording,
                             read_text=read_text)
     try:
+        if length_alpha is not None and not math.isfinite(length_alpha):
+            raise ValueError(f"length_alpha must be a finite number, not {length_alpha}")
         settings.validate()  # bad settings are answered before anything slow
         code = language(lang).code if lang is not None else None
     except ValueError as err:
         raise APIError(422, str(err)) from err
     images, names = await _read_images(request)
-    captioner = await asyncio.to_thread(service.load, code)
+    captioner = await request.app.state.work_pool.run(service.load, code)  # not the pool speech uses
     if length_alpha is None:
         settings.length_alpha = captioner.checkpoint.length_alpha
     results = await asyncio.wrap_future(service.submit(images, names, settings, code))

@@ -1,9 +1,7 @@
 """``GET /v1/models``: the model folders this server can see."""
 from __future__ import annotations
 
-import asyncio
-
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from ..deps import Service
 from ..schemas import LanguageModel, ModelInfo, ModelList
@@ -13,16 +11,17 @@ router = APIRouter(prefix="/v1", tags=["models"])
 
 @router.get("/models", response_model=ModelList,
             summary="The model folders this server can see, the default and the loaded one")
-async def models(service: Service) -> ModelList:
+async def models(request: Request, service: Service) -> ModelList:
     """Every model folder with its one-line description; which is the default and which is loaded."""
     from ...model_folder import DEFAULT_MODEL_NAME, available_models, describe_model
 
     loaded = service.model_name if service.loaded else None
-    found = await asyncio.to_thread(lambda: [(p.name, describe_model(p)) for p in available_models()])
+    pool = request.app.state.work_pool
+    found = await pool.run(lambda: [(p.name, describe_model(p)) for p in available_models()])
     return ModelList(loaded=loaded, default=DEFAULT_MODEL_NAME,
                      models=[ModelInfo(name=name, description=text, default=name == DEFAULT_MODEL_NAME,
                                        loaded=name == loaded) for name, text in found],
-                     languages=await asyncio.to_thread(_languages, service), max_languages=service.max_languages)
+                     languages=await pool.run(_languages, service), max_languages=service.max_languages)
 
 
 def _languages(service) -> list[LanguageModel]:

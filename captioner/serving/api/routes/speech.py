@@ -1,9 +1,7 @@
 """``POST /v1/speech``: a text (a caption) spoken aloud in its language's voice."""
 from __future__ import annotations
 
-import asyncio
-
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from ... import speech as voices
@@ -17,11 +15,12 @@ router = APIRouter(prefix="/v1", tags=["speech"])
              responses={200: {"content": {"audio/mpeg": {}, "audio/wav": {}},
                               "description": "the audio; X-Speech-Engine says which voice was used"},
                         **errors(422, 503)})
-async def speech(body: SpeechRequest, lang: str | None = Query(None, description="the voice's language, "
+async def speech(request: Request, body: SpeechRequest, lang: str | None = Query(None, description="the voice's language, "
                                                                                   "as in /v1/captions?lang= "
                                                                                   "(overrides the body's lang)")
                  ) -> Response:
-    """The audio of ``body.text`` (MP3 from gTTS, or WAV from the offline espeak-ng voice)."""
+    """The audio of ``body.text`` (MP3 from gTTS, or WAV from the offline espeak-ng voice), spoken on the
+    speech pool's own threads (503 at once when they are all busy) so a hanging voice never delays captions."""
     if lang is not None:
         body.lang = lang.strip().lower()
     if body.lang not in voices.LANGUAGES:
@@ -29,7 +28,7 @@ async def speech(body: SpeechRequest, lang: str | None = Query(None, description
     if body.engine not in voices.ENGINES:
         raise APIError(422, f"unknown speech engine {body.engine!r} (choose from {', '.join(voices.ENGINES)})")
     try:  # voices.speak is looked up per call (tests replace it)
-        spoken = await asyncio.to_thread(voices.speak, body.text, body.lang, body.engine)
+        spoken = await request.app.state.speech_pool.run(voices.speak, body.text, body.lang, body.engine)
     except voices.NothingToSay as err:  # the request's own fault, not a voice failing
         raise APIError(422, str(err)) from err
     except voices.SpeechError as err:
