@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -62,10 +61,7 @@ def test_hostile_files_do_not_blow_up_memory(corpus):
 def test_library_gives_a_caption_or_a_specific_error(corpus, captioner):
     folder, cases = corpus
     for case in cases:
-        start = time.perf_counter()
         [result] = captioner.caption([folder / case.filename])
-        seconds = time.perf_counter() - start
-        assert seconds < 30, f"{case.filename} took {seconds:.1f} s"
         if case.should_caption:
             assert result.ok and len(result.text.split()) >= 2, (case.filename, result.error)
         else:
