@@ -208,8 +208,8 @@ def test_a_page_of_text_is_read_under_the_caption_with_a_read_all_control(librar
     _describe(at)
     [result] = library_captioner.caption([ASSETS / "text-page.png"], library_captioner.default_decode(beam_width=3))
     assert result.kind == "document" and result.read_text.count("\n") >= 10
-    assert _captions(at) == [result.sentence.rstrip(".").lower()]
-    assert _captions(at)[0].startswith("a page of text. it says:")
+    assert _captions(at) == [result.sentence]
+    assert _captions(at)[0].startswith("A page of text. It says:")
     assert result.text not in _captions(at)[0]  # the unsure Flickr-style guess is left out
     assert not any(w.value.startswith("This doesn't look like") for w in at.warning)
     assert result.read_text in [t.value for t in at.text]  # all lines, selectable

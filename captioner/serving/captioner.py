@@ -244,7 +244,7 @@ class Captioner:
         decode = decode or self.default_decode()
         keep_attention = keep_attention and self.has_attention
         hyps = decode_with(self.stepper, features, self.vocab, decode, keep_attention)
-        return [[self._caption(h, decode.wording) for h in per_image] for per_image in hyps]
+        return [distinct([self._caption(h, decode.wording) for h in per_image]) for per_image in hyps]
 
     def _caption(self, hyp, wording: str = "as-learned") -> Caption:
         maps = None
@@ -313,6 +313,13 @@ class Captioner:
                 results[index].lang = self.lang
                 results[index].seconds += share
         return results
+
+
+def distinct(captions: list[Caption]) -> list[Caption]:
+    """Captions whose written words differ, best first: neutral wording can write two hypotheses the
+    same ("a man rides" and "a woman rides" both say "a person rides"), and nobody wants a line twice."""
+    seen: set[str] = set()
+    return [c for c in captions if not (c.text in seen or seen.add(c.text))]
 
 
 def read_picture(img, mode: str):
