@@ -67,7 +67,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from PIL import Image
 
-    tune = [args.data / "images" / n for n in (ROOT / "models" / "merge-ensemble" / "tune_images.txt").read_text().split()]
+    names = (ROOT / "models" / "merge-ensemble" / "tune_images.txt").read_text().split()
+    tune = [args.data / "images" / n for n in names]
     reader = rd.Reader()
     generated = [(f"{lang}/{'hard' if hard else 'plain'}/{p.kind}/{i}", p.image)
                  for lang in LANGS for hard in (False, True)

@@ -291,10 +291,11 @@ def _rect_score(prob: np.ndarray, centre, u, v, wu: float, wv: float) -> float:
     """Mean probability inside the rectangle (RapidOCR's "fast" box score)."""
     h, w = prob.shape
     reach = (abs(u) * wu + abs(v) * wv) / 2
-    x_lo, x_hi = int(np.clip(np.floor(centre[0] - reach[0]), 0, w - 1)), int(np.clip(np.ceil(centre[0] + reach[0]), 0, w - 1))
-    y_lo, y_hi = int(np.clip(np.floor(centre[1] - reach[1]), 0, h - 1)), int(np.clip(np.ceil(centre[1] + reach[1]), 0, h - 1))
+    x_lo, x_hi = (int(np.clip(f(centre[0] + s * reach[0]), 0, w - 1)) for f, s in ((np.floor, -1), (np.ceil, 1)))
+    y_lo, y_hi = (int(np.clip(f(centre[1] + s * reach[1]), 0, h - 1)) for f, s in ((np.floor, -1), (np.ceil, 1)))
     ys, xs = np.mgrid[y_lo:y_hi + 1, x_lo:x_hi + 1]
     dx, dy = xs - centre[0], ys - centre[1]
+    # pixel centres within half a pixel of the rectangle: cv2.fillPoly also fills the pixels its edges cross
     inside = (np.abs(dx * u[0] + dy * u[1]) <= wu / 2 + 0.5) & (np.abs(dx * v[0] + dy * v[1]) <= wv / 2 + 0.5)
     patch = prob[y_lo:y_hi + 1, x_lo:x_hi + 1]
     return float(patch[inside].mean()) if inside.any() else float(patch.mean())
