@@ -85,6 +85,47 @@ def test_off_reads_nothing_and_auto_skips_recognition_on_a_plain_photo(reader, m
     assert reading.gated and reading.lines == [] and calls == []  # the cheap pass found no text
 
 
+@pytest.mark.parametrize("lang", LANGS)
+def test_the_gate_passes_generated_text_in_each_language(reader, lang):
+    """Labels, pages and screens (plain and hard shots) and a sign in a photo all pass the text gate, and
+    its boxes are RapidOCR's own to a few pixels (the gate reproduces its detector without importing it)."""
+    _need_font(lang)
+    from PIL import Image
+
+    from captioner.pipeline.textpictures import generate
+    from captioner.serving.reading import GATE_SIDE, MIN_CHARS, _chars, _height, worth_reading
+
+    photos = [ASSETS / "dog-field.jpg", ASSETS / "coffee.jpg"]
+    pictures = generate(lang, 4, seed=5, photos=photos) + generate(lang, 4, seed=6, photos=photos, hard=True)
+    pictures = [p for p in pictures if _chars(p.text) >= MIN_CHARS]  # a one-character sign is never read
+    assert {p.kind for p in pictures} >= {"sign", "label", "document"}
+    for picture in pictures:
+        bgr = reader.preprocess(picture.image)
+        ours = reader.gate().boxes(bgr, GATE_SIDE)
+        assert worth_reading(ours), (picture.kind, picture.text)
+        theirs, _ = reader.detect(bgr, GATE_SIDE)
+        assert abs(len(ours) - len(theirs)) <= max(1, len(theirs) // 5), (picture.kind, len(ours), len(theirs))
+        tallest = max(_height(b) for b in theirs)
+        assert abs(max(_height(b) for b in ours) - tallest) <= max(3.0, 0.1 * tallest)
+    assert reader.gate().passes(reader.preprocess(Image.open(ASSETS / "text-page.png")))
+
+
+def test_the_gate_refuses_a_texture_and_plain_photos(reader):
+    """No text: a flat picture, a gradient, photos without writing, and a training photo whose texture
+    RapidOCR's detector boxes and its recogniser reads as letters (held-out training photo; never dev)."""
+    from PIL import Image
+
+    gradient = np.tile(np.linspace(0, 255, 640, dtype=np.uint8), (480, 1))
+    pictures = [Image.new("RGB", (640, 480), (120, 160, 200)), Image.fromarray(gradient).convert("RGB"),
+                Image.open(ASSETS / "cat.jpg"), Image.open(ASSETS / "coffee.jpg")]
+    texture = FLICKR / "3262760716_1e9734f5ba.jpg"
+    if texture.is_file():
+        pictures.append(Image.open(texture))
+    for image in pictures:
+        assert not reader.gate().passes(reader.preprocess(image)), image
+        assert reader.read(image, "auto").gated
+
+
 def test_texture_read_as_letters_is_dropped(reader):
     """A training photo whose texture the recogniser reads as characters: raw output has them, the
     kept lines do not (held-out training photo; never dev)."""
@@ -163,6 +204,24 @@ def test_import_captioner_and_reading_off_never_import_the_ocr(xception_weights,
                          text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_captioning_a_text_free_picture_in_auto_never_imports_rapidocr_or_cv2(xception_weights):
+    """The text gate decides on its own: a picture without text is captioned in "auto" (the default)
+    while rapidocr and cv2 stay unimported; a picture with text then brings them in and is read."""
+    code = ("import sys, captioner\n"
+            "from captioner import Captioner\n"
+            "cap = Captioner.load(allow_download=False)\n"
+            "[r] = cap.caption([sys.argv[1]], cap.default_decode(read_text='auto'))\n"
+            "assert r.ok and r.read_text is None and r.reading.gated, r\n"
+            "print(sorted(m.split('.')[0] for m in sys.modules if m.startswith(('rapidocr', 'cv2'))))\n"
+            "[r] = cap.caption([sys.argv[2]], cap.default_decode(read_text='auto'))\n"
+            "assert r.ok and r.read_text and not r.reading.gated, r\n"
+            "print('rapidocr' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(ASSETS / "cat.jpg"), str(ASSETS / "text-page.png")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-2:] == ["[]", "True"]
 
 
 def test_read_mode_is_checked_everywhere():
