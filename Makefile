@@ -26,12 +26,14 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-ray.txt pyproject.t
 weights: setup
 	$(PY) -m captioner weights
 
-# Headless Chromium + ChromeDriver for the browser tests, and a CJK font so tests/test_reading.py can draw
-# Chinese text (Debian packages; needs root or sudo).
+# Headless Chromium + ChromeDriver for the browser tests, a CJK font so tests/test_reading.py can draw
+# Chinese text, and ExifTool, the independent reader of the metadata write-back writes (Debian packages;
+# needs root or sudo).
 browser:
-	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null && fc-list :lang=zh | grep -q .; then :; \
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null && fc-list :lang=zh | grep -q . \
+	  && command -v exiftool >/dev/null; then :; \
 	else SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver fonts-noto-cjk >/dev/null; fi
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver fonts-noto-cjk libimage-exiftool-perl >/dev/null; fi
 
 train: setup weights
 	$(PY) -m captioner train --out runs/merge-lstm

@@ -640,3 +640,45 @@ def test_alt_text_we_wrote_is_ours_and_replaced_but_a_persons_edit_is_kept(tmp_p
     result = wb.write_alt(page, newer)
     assert "1 filled" in result.reason and "1 kept" in result.reason
     assert [img.get("alt") for img in lxml_html.fromstring(page.read_bytes()).iter("img")] == ["Rex, our dog", "A cat."]
+
+
+def test_write_back_from_a_csv_captions_file(tmp_path):
+    """Catches a CSV captions file read wrongly (columns shifted, quoted commas split, empty cells taken
+    for values): `caption --out x.csv` then `write xmp --captions x.csv` writes each photo's own sentence."""
+    from captioner.serving.batch import append_records
+
+    a, b = photo(tmp_path, "a.jpg"), photo(tmp_path, "b.jpg", 1)
+    table = tmp_path / "captions.csv"
+    tricky = 'Maybe a dog, "Rex", runs; the grass is wet.'
+    append_records(table, [[record(a, tricky, lang="en", photo_problems=["dark"]),
+                            record(b, "Ein Hund läuft.", lang="de", photo_problems=[])]], progress=False)
+    captions = wb.load_captions(table)
+    assert captions[wb._key(a)]["caption"] == tricky and captions[wb._key(b)]["lang"] == "de"
+    assert "reason" not in captions[wb._key(a)]  # an empty cell is no value
+    results = list(wb.write("xmp", captions, [tmp_path]))
+    assert [r.status for r in results] == ["written", "written"]
+    assert xmp_read((tmp_path / "a.jpg.xmp").read_bytes())["description"] == tricky
+    read_b = xmp_read((tmp_path / "b.jpg.xmp").read_bytes())
+    assert (read_b["description"], read_b["lang"]) == ("Ein Hund läuft.", "de")
+
+
+def test_xmp_inside_a_jpeg_is_read_by_exiftool_with_its_language(tmp_path):
+    """Catches an XMP packet other software cannot find or parse (wrong APP1 header, bad RDF, the
+    language on the wrong element): ExifTool, an independent reader, sees our description in German."""
+    import subprocess
+
+    exiftool = shutil.which("exiftool")
+    if exiftool is None:
+        pytest.fail("exiftool is missing: `make browser` installs Debian's libimage-exiftool-perl")
+    image = photo(tmp_path, "hund.jpg")
+    caption = "Wahrscheinlich: Ein Hund läuft über die Wiese."
+    assert wb.write_exif(image, record(image, caption, lang="de"), wb.WriteOptions(backup=False)).status == "written"
+    proc = subprocess.run([exiftool, "-json", "-lang", "de", "-XMP-dc:Description", "-EXIF:ImageDescription",
+                           "-charset", "utf8", str(image)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    [tags] = json.loads(proc.stdout)
+    assert tags["ImageDescription"] == caption
+    full = subprocess.run([exiftool, "-json", "-XMP-dc:Description-de", str(image)], capture_output=True,
+                          text=True, timeout=60)
+    [lang_tags] = json.loads(full.stdout)
+    assert lang_tags.get("Description-de") == caption, lang_tags  # the alternative is tagged xml:lang="de"
