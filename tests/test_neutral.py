@@ -149,3 +149,18 @@ def test_the_setting_reaches_every_written_caption():
             assert not set(c.text.split()) & ENGLISH_GENDERED
         assert b.text[1:] in b.sentence  # the sentence a person hears is the neutral caption
     assert any(genders(c.tokens, "en") for r in learned for c in r.captions)  # there was something to rewrite
+
+
+@pytest.mark.parametrize("tokens, lang, said", [
+    ("a man and a woman are sitting on a bench", "en", "two people are sitting on a bench"),
+    ("a boy and a girl play in the water", "en", "two children play in the water"),
+    ("a man and a dog run", "en", "a person and a dog run"),  # not two people
+    ("ein mann und eine frau sitzen", "de", "zwei personen sitzen"),
+    ("ein junge und ein mädchen spielen", "de", "zwei kinder spielen"),
+    ("un homme et une femme marchent", "fr", "deux personnes marchent"),
+    ("un hombre y una mujer caminan", "es", "dos personas caminan"),
+    ("一个 男人 和 一个 女人 在 走", "zh", "两个 人 在 走"),
+])
+def test_a_pair_of_people_is_said_as_a_pair(tokens, lang, said):
+    """Catches "a person and a person": two gendered words joined by "and" become one plural."""
+    assert neutral(tokens, lang) == said

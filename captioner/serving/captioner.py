@@ -209,7 +209,7 @@ class Captioner:
         if lang and checkpoint.config.lang != lang:
             raise CheckpointError(f"{checkpoint.folder} captions in {checkpoint.config.lang!r}, not {lang!r}: "
                                   f"leave out the model folder to get the {lang!r} default, or pass a {lang!r} folder")
-        if resolve_precision(precision) == "auto":  # the fastest precision that keeps captions here (precision.py)
+        if encoder is None and resolve_precision(precision) == "auto":  # the fastest that keeps captions here
             from .precision import load_auto
 
             return load_auto(cls.load, checkpoint.folder, weights, allow_download, backend, lang)

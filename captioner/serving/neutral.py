@@ -462,6 +462,28 @@ def genders(tokens: str, lang: str, nouns: set[str] | None = None) -> set[str]:
     return found
 
 
+# "a man and a woman" becomes "a person and a person" word by word: said as a pair it is "two people".
+# (article, noun) twice, joined by the language's "and" -> the plural with "two" (tokens, lower case).
+_PAIRS = {
+    "en": (r"(?:a|the) (person|child) and (?:a|the) \1", {"person": "two people", "child": "two children"}),
+    "de": (r"(?:eine|die) (person) und (?:eine|die) \1|(?:ein|das) (kind) und (?:ein|das) \2",
+           {"person": "zwei personen", "kind": "zwei kinder"}),
+    "fr": (r"(?:une|la) (personne) et (?:une|la) \1|(?:un|l') (enfant) et (?:un|l') \2",
+           {"personne": "deux personnes", "enfant": "deux enfants"}),
+    "es": (r"(?:una|la) (persona) y (?:una|la) \1|(?:un|el) (infante) y (?:un|el) \2",
+           {"persona": "dos personas", "infante": "dos infantes"}),
+    "zh": (r"一个 (人|小孩|孩子) 和 一个 \1", {"人": "两个 人", "小孩": "两个 小孩", "孩子": "两个 孩子"}),
+}
+
+
+def _pairs(text: str, lang: str) -> str:
+    """Two neutral person words joined by "and" said as a pair: "a person and a person" -> "two people"."""
+    if lang not in _PAIRS:
+        return text
+    pattern, plural = _PAIRS[lang]
+    return re.sub(rf"(?<!\S){pattern}(?!\S)", lambda m: plural[next(g for g in m.groups() if g)], text)
+
+
 def neutral(tokens: str, lang: str, nouns: set[str] | None = None) -> str:
     """``tokens`` (a caption in the model's tokens) with gendered person words replaced by neutral ones, the
     sentence kept grammatical. ``nouns`` (German): the lower-case words written with a capital, which tells
@@ -471,8 +493,8 @@ def neutral(tokens: str, lang: str, nouns: set[str] | None = None) -> str:
         return tokens
     rewrite = {"en": _en, "fr": _fr, "es": _es, "zh": _zh}.get(lang)
     if lang == "de":
-        return " ".join(_de(words, nouns or set()))
-    return " ".join(rewrite(words)) if rewrite else tokens
+        return _pairs(" ".join(_de(words, nouns or set())), lang)
+    return _pairs(" ".join(rewrite(words)), lang) if rewrite else tokens
 
 
 def german_nouns(truecase: Mapping[str, str]) -> set[str]:
