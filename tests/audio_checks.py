@@ -30,7 +30,7 @@ def envelope(data: bytes, seconds: float = 3.0, end: bool = False) -> np.ndarray
 
 def sounds_alike(a: bytes, b: bytes, seconds: float = 3.0, end: bool = False) -> float:
     """Correlation of two WAVs' loudness envelopes over their first (or last) ``seconds``: about 1 when they
-    say the same words there (measured 0.86-1.0 for espeak-ng: a sentence's last words are said a little
+    say the same words there (measured 0.68-1.0 for espeak-ng: a sentence's last words are said a little
     differently than alone), about 0 when they say different ones."""
     x, y = envelope(a, seconds, end), envelope(b, seconds, end)
     n = min(len(x), len(y))
