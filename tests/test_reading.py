@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -14,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ASSETS, ROOT
+from conftest import ASSETS, ROOT, data_missing
 
 LANGS = ["en", "de", "zh", "fr", "es"]
-FLICKR = ROOT.parent / "shared" / "flickr8k" / "images"
+FLICKR = Path(os.environ.get("CAPTIONER_DATA") or ROOT.parent / "shared" / "flickr8k") / "images"
 
 
 def _words(text: str, lang: str) -> list[str]:
@@ -135,7 +136,7 @@ def test_texture_read_as_letters_is_dropped(reader):
 
     path = FLICKR / "3262760716_1e9734f5ba.jpg"
     if not path.is_file():
-        pytest.skip(f"{path} is not here (the Flickr8k copy in ../shared)")
+        data_missing(f"{path} is not here")
     bgr = reader.preprocess(Image.open(path))
     boxes, _ = reader.detect(bgr)
     raw = reader.recognise(bgr, boxes)
