@@ -39,7 +39,7 @@ class TrainConfig:
     patience: int = 3  # epochs without improvement (of select_on) before stopping
     average_best: int = 3  # also try the average of the best N epochs' weights; kept only if it scores better (1 = off)
     lr_patience: int = 1  # epochs without improvement before the learning rate is halved (0 = never)
-    tune_images: int = 300  # training images held out to choose decoding settings (at most 10%; never dev)
+    tune_images: int = 300  # training images held out to choose decoding settings (at most 10%; never dev; with --init-from, only images that folder held out too)
     batch_size: int = 64
     learning_rate: float = 1e-3
     seed: int = 42

@@ -66,3 +66,35 @@ def test_hold_out_is_seeded_disjoint_and_capped():
     assert hold_out(names, 5, seed=1) == (kept, held)
     assert len(hold_out(names, 300, seed=1)[1]) == 10  # never more than a tenth
     assert hold_out(names, 0, seed=1) == (names, [])
+
+
+def test_hold_out_within_a_pool_takes_only_its_images():
+    from captioner.pipeline.train import hold_out
+
+    names = [f"{i}.jpg" for i in range(100)]
+    pool = {f"{i}.jpg" for i in range(0, 100, 20)} | {"elsewhere.jpg"}  # 5 of names, 1 not among them
+    kept, held = hold_out(names, 8, seed=3, within=pool)
+    assert set(held) == pool - {"elsewhere.jpg"}  # fewer than asked: only the pool's images
+    assert not set(kept) & set(held) and sorted(kept + held) == sorted(names)
+    assert set(hold_out(names, 3, seed=3, within=pool)[1]) < pool
+
+
+def test_a_decoder_started_from_another_holds_out_only_what_that_one_held_out(tmp_path):
+    from captioner.config import TrainConfig
+    from captioner.pipeline.train import split_training_images
+    from captioner.serving.model_folder import write_tune_images
+
+    names = [f"{i}.jpg" for i in range(200)]
+    source = tmp_path / "english"
+    source.mkdir()
+    write_tune_images(source, [f"{i}.jpg" for i in range(150, 160)] + ["not-in-this-language.jpg"])
+    kept, held = split_training_images(names, TrainConfig(init_from=str(source), tune_images=300))
+    assert held == [f"{i}.jpg" for i in range(150, 160)]
+    assert len(kept) == 190
+    # from scratch: any training image may be held out
+    assert len(split_training_images(names, TrainConfig(tune_images=15))[1]) == 15
+    (source / "tune_images.txt").unlink()
+    with pytest.raises(ValueError, match="no held-out images"):
+        split_training_images(names, TrainConfig(init_from=str(source)))
+    with pytest.raises(ValueError, match="no such model folder"):
+        split_training_images(names, TrainConfig(init_from=str(tmp_path / "missing")))

@@ -25,14 +25,33 @@ from .engine import Batches, CrossEntropy, GradientSteps, Selector, held_out_cid
 from .modelcard import run_facts
 
 
-def hold_out(names: list[str], count: int, seed: int) -> tuple[list[str], list[str]]:
+def hold_out(names: list[str], count: int, seed: int,
+             within: set[str] | None = None) -> tuple[list[str], list[str]]:
     """Split ``count`` images (a seeded random choice, at most a tenth of them) off ``names``:
-    (kept, held out)."""
-    count = min(count, len(names) // 10)
+    (kept, held out). ``within``: choose only among these images (fewer are held out when fewer of
+    them are in ``names``)."""
+    pool = sorted(names) if within is None else sorted(set(names) & within)
+    count = min(count, len(names) // 10, len(pool))
     if count <= 0:
         return list(names), []
-    chosen = set(np.random.default_rng(seed).choice(sorted(names), size=count, replace=False).tolist())
+    chosen = set(np.random.default_rng(seed).choice(pool, size=count, replace=False).tolist())
     return [n for n in names if n not in chosen], [n for n in names if n in chosen]
+
+
+def split_training_images(names: list[str], cfg: TrainConfig) -> tuple[list[str], list[str]]:
+    """(training images, held-out images) for ``cfg``. A decoder that starts from another folder's layers
+    (``cfg.init_from``) holds out only images that folder held out too: its image and RNN layers were
+    trained on the rest, so those would score as if seen, inflating the held-out figures that choose
+    the epoch and decoding and that calibrate confidence."""
+    within = None
+    if cfg.init_from and cfg.tune_images > 0:
+        if not Path(cfg.init_from).is_dir():
+            raise ValueError(f"--init-from {cfg.init_from}: no such model folder")
+        within = set(mf.read_tune_images(Path(cfg.init_from)))
+        if not within:
+            raise ValueError(f"{cfg.init_from} lists no held-out images (tune_images.txt), so every training image "
+                             "may have shaped its layers; start from a folder trained with --tune-images")
+    return hold_out(names, cfg.tune_images, cfg.seed, within)
 
 
 def encode_captions(dataset: CaptionDataset, names: list[str], vocab: Vocabulary,
@@ -173,7 +192,7 @@ def train(dataset: CaptionDataset, features_by_name: dict[str, np.ndarray], cfg:
     out_dir.mkdir(parents=True, exist_ok=True)
     train_names = [n for n in dataset.split_names("train") if n in features_by_name]
     dev_names = [n for n in dataset.split_names("dev") if n in features_by_name]
-    train_names, tune_names = hold_out(train_names, cfg.tune_images, cfg.seed)
+    train_names, tune_names = split_training_images(train_names, cfg)
     mf.write_tune_images(out_dir, tune_names)
     if not train_names or not dev_names:
         raise ValueError(f"need features for train and dev images (have {len(train_names)} / {len(dev_names)})")

@@ -56,7 +56,7 @@ def train_folder(cfg: TrainConfig, data: Path | None, out: Path, weights: Path |
         log(f"note: {note}")
     from ..serving.decoders import family
     from ..serving.encoder import XceptionEncoder
-    from .train import hold_out, train
+    from .train import split_training_images, train
 
     encoder = XceptionEncoder.load(weights)
     names = dataset.split_names("train") + dataset.split_names("dev")
@@ -66,8 +66,7 @@ def train_folder(cfg: TrainConfig, data: Path | None, out: Path, weights: Path |
     if cfg.augment:  # the augmented copies of the training images (not the held-out ones, not dev)
         from .features import extract_features
 
-        train_names, _ = hold_out([n for n in dataset.split_names("train") if n in features], cfg.tune_images,
-                                  cfg.seed)
+        train_names, _ = split_training_images([n for n in dataset.split_names("train") if n in features], cfg)
         copies = extract_features(encoder, [dataset.image_path(n) for n in train_names], augment_seed=cfg.seed)
         augmented = dict(zip(copies.names, copies.features))
         log(f"augmented copies: {len(augmented)} training images")
