@@ -44,6 +44,11 @@ CASES = {
         ("un garçon et une femme", "un enfant et une personne"),
         ("une fille en robe est assise", "un enfant en robe est assis"),  # the predicate agrees too
         ("un homme en maillot est allongé sur le sable", "une personne en maillot est allongée sur le sable"),
+        ("deux hommes sont assis sur un banc", "deux personnes sont assises sur un banc"),  # plural feminine
+        ("deux hommes assis", "deux personnes assises"),
+        ("un homme et une femme sont assis sur un banc", "deux personnes sont assises sur un banc"),  # the pair
+        ("un homme et une femme assis", "deux personnes assises"),
+        ("un garçon et une fille sont assis", "deux enfants sont assis"),
     ],
     "es": [
         ("un hombre sentado", "una persona sentada"),
@@ -55,6 +60,8 @@ CASES = {
         ("una mujer y un perro", "una persona y un perro"),
         ("un hombre con una camisa roja está sentado", "una persona con una camisa roja está sentada"),
         ("los hombres con sombreros están sentados", "las personas con sombreros están sentadas"),
+        ("un hombre y una mujer están sentados en un banco", "dos personas están sentadas en un banco"),
+        ("un hombre y una mujer sentados", "dos personas sentadas"),
     ],
     "zh": [
         ("一个 小女孩 和 她 的 狗", "一个 小孩 和 自己 的 狗"),

@@ -269,11 +269,13 @@ _FR_F2M.update({"la": "le", "de la": "du", "vieille": "vieux", "belle": "beau", 
 _FR_STOP = {"et", "en", "avec", "qui", "sur", "dans", "de", "à", "portant", "tenant", "debout", "lui", "il", "elle"}
 
 
-def _fr_agree(word: str, to: str) -> str:
-    """An article or adjective agreed with a noun now of gender ``to`` ("m" or "f")."""
+def _fr_agree(word: str, to: str, plural: bool = False) -> str:
+    """An article or adjective agreed with a noun now of gender ``to`` ("m" or "f"), plural or not (only
+    "assis", "gros" and the like look the same in both numbers)."""
     table = _FR_M2F if to == "f" else _FR_F2M
     if word in table:
-        return table[word]
+        agreed = table[word]
+        return agreed + "s" if plural and to == "f" and word.endswith("s") and not agreed.endswith("s") else agreed
     if to == "f" and re.search(r"é(s?)$", word):
         return re.sub(r"é(s?)$", r"ée\1", word)
     if to == "m" and re.search(r"ée(s?)$", word):
@@ -307,15 +309,16 @@ def _fr(words: list[str]) -> list[str]:
                 out[i - 1] = {"le": "l'", "la": "l'", "de la": "de l'", "du": "de l'", "à la": "à l'", "au": "à l'",
                               "ce": "cet", "cette": "cet"}.get(prev, prev)
             after = range(i + 1, min(i + 3, len(words)))
+            plural = new_word.endswith("s")
             k = _predicate(words, i, {"est", "sont"} if w.endswith("s") else {"est"})
             if k is not None and k - 1 > i + 1:  # "une personne en maillot de bain est assise"
-                out[k] = _fr_agree(words[k], new)
+                out[k] = _fr_agree(words[k], new, plural)
             elif k is not None:  # "la personne est assise"
                 after = range(k, min(k + 1, len(words)))
             for k in after:  # adjectives and participles after it
                 if words[k] in _FR_STOP:
                     break
-                agreed = _fr_agree(words[k], new)
+                agreed = _fr_agree(words[k], new, plural)
                 if agreed == words[k] and words[k] not in _FR_M2F and words[k] not in _FR_F2M:
                     break
                 out[k] = agreed
@@ -476,12 +479,36 @@ _PAIRS = {
 }
 
 
+_PAIR_MARK = "\x00"  # marks where a pair was joined (tokens never hold it), so only what follows it is agreed
+_PAIR_AGREEMENT = {  # the pair's plural noun -> (how words after it agree, the plural copulas)
+    "fr": ({"personnes": "f", "enfants": "m"}, _fr_agree, {"sont"}, _FR_STOP),
+    "es": ({"personas": "f", "infantes": "m"}, _es_agree, {"están", "son", "estaban"}, _ES_STOP),
+}
+
+
 def _pairs(text: str, lang: str) -> str:
-    """Two neutral person words joined by "and" said as a pair: "a person and a person" -> "two people"."""
+    """Two neutral person words joined by "and" said as a pair: "a person and a person" -> "two people";
+    in French and Spanish what is said of the pair agrees with its noun ("un homme et une femme sont assis"
+    -> "deux personnes sont assises")."""
     if lang not in _PAIRS:
         return text
     pattern, plural = _PAIRS[lang]
-    return re.sub(rf"(?<!\S){pattern}(?!\S)", lambda m: plural[next(g for g in m.groups() if g)], text)
+    paired = re.sub(rf"(?<!\S){pattern}(?!\S)", lambda m: _PAIR_MARK + plural[next(g for g in m.groups() if g)], text)
+    if lang not in _PAIR_AGREEMENT:
+        return paired.replace(_PAIR_MARK, "")
+    genders_of, agree, copulas, stop = _PAIR_AGREEMENT[lang]
+    words = paired.split()
+    out = [w.replace(_PAIR_MARK, "") for w in words]
+    for i, w in enumerate(words):
+        if not (w.startswith(_PAIR_MARK) and i + 1 < len(words) and words[i + 1] in genders_of):
+            continue
+        gender = genders_of[words[i + 1]]
+        k = _predicate(out, i + 1, copulas)
+        for j in ([k] if k is not None else range(i + 2, min(i + 4, len(out)))):
+            if out[j] in stop:
+                break
+            out[j] = agree(out[j], gender, True) if agree is _fr_agree else agree(out[j], gender)
+    return " ".join(out)
 
 
 def neutral(tokens: str, lang: str, nouns: set[str] | None = None) -> str:
