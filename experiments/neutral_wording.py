@@ -55,7 +55,7 @@ def measure(lang: str, data: Path | None) -> dict:
     from captioner.pipeline.features import extract_features
     from captioner.serving.neutral import genders, german_nouns, neutral, written_forms
 
-    captioner = Captioner.load(lang=lang, allow_download=False)
+    captioner = Captioner.load(lang=lang, allow_download=False, precision="float32")  # scores per model, not per CPU
     dataset = load_dataset(data, lang)
     names = dataset.split_names("dev")
     extracted = extract_features(captioner.encoder, [dataset.image_dir / n for n in names], progress=False,
