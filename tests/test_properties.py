@@ -61,6 +61,10 @@ def test_token_file_parsing_never_crashes(tmp_path_factory, lines, endings):
     for name in ("a.jpg", "b.jpg"):
         Image.new("RGB", (4, 4)).save(root / "images" / name)
     lines = [("a.jpg#0\tA dog.", "good", ("a.jpg", "a dog")), *lines]
+    endings = list(endings)
+    for i in range(len(lines) - 1):  # a bare "\r" before an empty line ending "\n" reads as one "\r\n"
+        if endings[i] == "\r" and lines[i + 1][0] == "" and endings[i + 1].startswith("\n"):
+            endings[i] = "\n"
     text = "".join(line + end for (line, _, _), end in zip(lines, endings))
     (root / "Flickr8k.token.txt").write_bytes(text.encode("utf-8"))
     ds = load_dataset(root)
