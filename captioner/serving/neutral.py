@@ -480,8 +480,9 @@ _PAIRS = {
 
 
 _PAIR_MARK = "\x00"  # marks where a pair was joined (tokens never hold it), so only what follows it is agreed
-_PAIR_AGREEMENT = {  # the pair's plural noun -> (how words after it agree, the plural copulas)
-    "fr": ({"personnes": "f", "enfants": "m"}, _fr_agree, {"sont"}, _FR_STOP),
+_PAIR_AGREEMENT = {  # (the pair's plural noun -> its gender, how a plural's word agrees, plural copulas, stops)
+    "fr": ({"personnes": "f", "enfants": "m"}, lambda word, to: _fr_agree(word, to, plural=True), {"sont"},
+           _FR_STOP),
     "es": ({"personas": "f", "infantes": "m"}, _es_agree, {"están", "son", "estaban"}, _ES_STOP),
 }
 
@@ -493,9 +494,10 @@ def _pairs(text: str, lang: str) -> str:
     if lang not in _PAIRS:
         return text
     pattern, plural = _PAIRS[lang]
-    paired = re.sub(rf"(?<!\S){pattern}(?!\S)", lambda m: _PAIR_MARK + plural[next(g for g in m.groups() if g)], text)
-    if lang not in _PAIR_AGREEMENT:
-        return paired.replace(_PAIR_MARK, "")
+    mark = _PAIR_MARK if lang in _PAIR_AGREEMENT else ""
+    paired = re.sub(rf"(?<!\S){pattern}(?!\S)", lambda m: mark + plural[next(g for g in m.groups() if g)], text)
+    if not mark:
+        return paired
     genders_of, agree, copulas, stop = _PAIR_AGREEMENT[lang]
     words = paired.split()
     out = [w.replace(_PAIR_MARK, "") for w in words]
@@ -507,7 +509,7 @@ def _pairs(text: str, lang: str) -> str:
         for j in ([k] if k is not None else range(i + 2, min(i + 4, len(out)))):
             if out[j] in stop:
                 break
-            out[j] = agree(out[j], gender, True) if agree is _fr_agree else agree(out[j], gender)
+            out[j] = agree(out[j], gender)
     return " ".join(out)
 
 
