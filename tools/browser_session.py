@@ -53,13 +53,27 @@ def new_browser(extra_args: tuple[str, ...] = ()):
     return webdriver.Chrome(service=Service(driver_path), options=options)
 
 
+def click(driver, element, tries: int = 40) -> None:
+    """Click ``element`` as a person would: scrolled into view, and again a moment later while something
+    passing covers it (a redraw's fading element, a toast); one that stays covered still fails."""
+    from selenium.common.exceptions import ElementClickInterceptedException
+
+    for attempt in range(tries):
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
+        try:
+            element.click()
+            return
+        except ElementClickInterceptedException:
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.25)
+
+
 def click_button(driver, wait, text: str) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
 
-    button = wait.until(EC.element_to_be_clickable((By.XPATH, f"//button[contains(., '{text}')]")))
-    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", button)
-    button.click()
+    click(driver, wait.until(EC.element_to_be_clickable((By.XPATH, f"//button[contains(., '{text}')]"))))
 
 
 def choose_option(driver, wait, label: str, option: str) -> None:
@@ -70,9 +84,8 @@ def choose_option(driver, wait, label: str, option: str) -> None:
 
     box = f"//div[@data-testid='stSelectbox'][.//input[@role='combobox' and @aria-label='{label}']]"
     opener = wait.until(EC.element_to_be_clickable((By.XPATH, f"{box}//button[@aria-label='Open']")))
-    opener.click()
-    entry = wait.until(EC.element_to_be_clickable((By.XPATH, f"//*[@role='option'][contains(., '{option}')]")))
-    entry.click()
+    click(driver, opener)
+    click(driver, wait.until(EC.element_to_be_clickable((By.XPATH, f"//*[@role='option'][contains(., '{option}')]"))))
     wait.until(lambda d: _some_selectbox_shows(d, option))
 
 
@@ -96,9 +109,7 @@ def choose_radio(driver, wait, option: str) -> None:
     from selenium.webdriver.support import expected_conditions as EC
 
     label = f"//label[@data-testid='stRadioOption'][.//p[text()=\"{option}\"]]"
-    element = wait.until(EC.element_to_be_clickable((By.XPATH, label)))
-    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
-    element.click()
+    click(driver, wait.until(EC.element_to_be_clickable((By.XPATH, label))))
     wait.until(lambda d: d.find_element(By.XPATH, f"{label}//input").is_selected())
 
 
