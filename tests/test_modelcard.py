@@ -82,6 +82,7 @@ def test_card_of_a_german_flickr30k_run_states_its_facts(tmp_path):
     assert "Trained on 4 Flickr30k images with German captions" in card
     assert "| dev, beam 3 | 2 | 0.510 | 0.320 | 0.200 | 0.120 | 0.330 | 0.170 | 0.400 |" in card
     assert "python -m captioner train --out models/merge-de --data DATA --label-smoothing 0.1" in card
+    assert "Starts from the layers of" not in card  # trained from scratch: nothing to train first
     for literal in ("Flickr8k", "shared/flickr8k", "2-core", "English", "session"):
         assert literal not in card
     saved = mf.read_metrics(folder)
@@ -92,6 +93,17 @@ def test_card_of_a_german_flickr30k_run_states_its_facts(tmp_path):
     # From the stored files alone, without evaluating: the same card.
     (folder / mf.CARD_FILE).unlink()
     assert write_model_card_from_files(folder).read_text() == card
+
+
+def test_card_of_a_decoder_started_from_another_folder_names_that_folder(tmp_path):
+    folder = tmp_path / "models" / "merge-de"
+    _, training, evaluations = _run_folder(folder, machine=None)
+    cfg = TrainConfig(label_smoothing=0.1, init_from="runs/en-gru-600", tune_images=600)
+    mf.write_config(folder, cfg)
+    write_model_card(folder, cfg, training, evaluations, dataset=_dataset(tmp_path))
+    card = (folder / mf.CARD_FILE).read_text()
+    assert "--init-from runs/en-gru-600" in card and "--tune-images 600" in card
+    assert "Starts from the layers of `runs/en-gru-600`" in card and "train that folder first" in card
 
 
 def test_unrecorded_facts_are_called_unrecorded(tmp_path):

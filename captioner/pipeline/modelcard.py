@@ -314,6 +314,11 @@ def model_card_text(folder: Path, cfg: TrainConfig, training: dict, evaluations:
     defaults = TrainConfig().to_json()
     flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in cfg.to_json().items() if v != defaults[k])
     train_command = f"python -m captioner train --out models/{folder.name} --data DATA{flags}"
+    init_line = ""
+    if cfg.init_from:  # the folder it starts from must exist first, and shapes which images are held out
+        init_line = (f"\n- Starts from the layers of `{cfg.init_from}` that do not depend on the vocabulary (image "
+                     f"projection, RNN, merge layer), so it holds out only images that folder held out: train "
+                     f"that folder first (`docs/LANGUAGES.md`, \"How the decoders were trained\", has its command).")
     held_out = (data or {}).get("held_out")
     held_captions = f" ({_n(held_out['captions'], 'caption')})" if held_out else ""
     peak = f"; peak memory {training['peak_rss_mb'] / 1024:.1f} GB" if training.get("peak_rss_mb") else ""
@@ -351,7 +356,7 @@ def model_card_text(folder: Path, cfg: TrainConfig, training: dict, evaluations:
 - {training['train_seconds'] / 60:.1f} minutes on {format_machine(training.get('machine'))}, {training['epochs_run']} epochs{peak};
   {kept}; best dev loss {training['best_val_loss']:.4f} (curve: `training_curve.png`).{scst_line}
 - Decoder: {training['parameters']:,} parameters; `decoder.keras` is {size_mb:.1f} MB{_storage_note(folder, cfg)}.
-- Reproduce: `{train_command}` (the settings below; the others are defaults).
+- Reproduce: `{train_command}` (the settings below; the others are defaults).{init_line}
 
 | setting | value |
 |---|---|
