@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from audio_checks import sounds_alike, wav_seconds
-from browser_session import ARTIFACTS, caption_in_browser, choose_radio, element_bytes, new_browser, streamlit_server
+from browser_session import (ARTIFACTS, caption_in_browser, choose_radio, click_button, element_bytes, new_browser,
+                             streamlit_server)
 from conftest import ASSETS
 
 WAIT_S = 300  # captioning on a busy 2-core machine; every wait ends as soon as its condition holds
@@ -103,8 +104,7 @@ def test_several_files_at_once_get_one_caption_each(server, library):
         upload = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "input[type='file']")))
         assert upload.get_attribute("multiple") is not None
         upload.send_keys("\n".join(str(f) for f in files))  # one selection of three files
-        button = wait.until(EC.element_to_be_clickable((By.XPATH, "//button[contains(., 'Describe 3 images')]")))
-        button.click()
+        click_button(driver, wait, "Describe 3 images")
         wait.until(lambda d: len(_headings(d)) == 3)
         assert _headings(driver) == expected
         names = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stCaptionContainer']")]
@@ -229,8 +229,7 @@ def test_camera_photo_is_captioned(server, library, tmp_path):
         captured = np.asarray(Image.open(io.BytesIO(sent)).convert("RGB").resize((64, 48)), dtype=float)
         original = np.asarray(source.convert("RGB").resize((64, 48)), dtype=float)
         assert np.abs(captured - original).mean() < 20, "the camera photo does not look like the video's picture"
-        button = wait.until(EC.element_to_be_clickable((By.XPATH, "//button[contains(., 'Describe the image')]")))
-        button.click()
+        click_button(driver, wait, "Describe the image")
         wait.until(lambda d: len(_headings(d)) == 1)
         [expected] = library.caption([sent])
         assert _headings(driver) == [expected.hedged]
