@@ -16,7 +16,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
 
-from .config import DecodeConfig, TrainConfig, field_help  # noqa: E402
+from .config import RERANKINGS, DecodeConfig, TrainConfig, field_help  # noqa: E402
 from .serving.languages import LANGUAGES  # noqa: E402
 
 
@@ -47,6 +47,9 @@ def _add_decode_args(parser: argparse.ArgumentParser) -> None:
                              "0 = allow (default %(default)s)")
     parser.add_argument("--allow-unk", action="store_true",
                         help="let captions contain <unk>, the rare-word token (off by default)")
+    parser.add_argument("--rerank", choices=RERANKINGS, default=d.rerank,
+                        help="order the beam's captions by the decoder's score, or by consensus with what people said "
+                             "about the most similar training photos; auto: the model's choice (default %(default)s)")
 
 
 def _add_writeback_flags(parser: argparse.ArgumentParser, dry_run: bool) -> None:
@@ -267,7 +270,8 @@ def decode_config(args, length_alpha: float = DecodeConfig.length_alpha) -> Deco
                        length_alpha=length_alpha if args.length_alpha is None else args.length_alpha,
                        block_ngram=args.block_ngram, allow_unk=args.allow_unk,
                        wording=getattr(args, "wording", DecodeConfig.wording),
-                       read_text=getattr(args, "read_text", DecodeConfig.read_text))
+                       read_text=getattr(args, "read_text", DecodeConfig.read_text),
+                       rerank=getattr(args, "rerank", DecodeConfig.rerank))
     cfg.validate()
     return cfg
 

@@ -86,6 +86,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
 
 
+RERANKINGS = ("auto", "score", "consensus")  # DecodeConfig.rerank's values
+
+
 @dataclass
 class DecodeConfig:
     """How captions are generated at inference time."""
@@ -98,6 +101,7 @@ class DecodeConfig:
     allow_unk: bool = False  # let captions contain <unk> (the rare-word token); off for people, on for diagnostics
     wording: str = "neutral"  # how captions are written: "neutral" (person words without gender: "a person", "their"; serving/neutral.py) or "as-learned" (the decoder's own words); tokens stay the decoder's
     read_text: str = "auto"  # read the text in the picture (serving/reading.py): "auto" when a quick look finds text, "on" always, "off" never
+    rerank: str = "auto"  # how the beam's captions are ordered: "score" (the decoder's length-normalised log-probability), "consensus" (agreement with what people said about the most similar training photos; serving/rerank.py), "auto" (the model folder's choice in decoding.json, else "score")
 
     def validate(self) -> None:
         if not 1 <= self.beam_width <= 20:
@@ -114,6 +118,8 @@ class DecodeConfig:
         check_wording(self.wording)
         if self.read_text not in ("auto", "on", "off"):
             raise ValueError(f"read_text must be one of auto, on, off, not {self.read_text!r}")
+        if self.rerank not in RERANKINGS:
+            raise ValueError(f"rerank must be one of {', '.join(RERANKINGS)}, not {self.rerank!r}")
 
 
 def check_block_ngram(n: int) -> None:
@@ -145,4 +151,4 @@ def field_help() -> dict[str, str]:
     return helps
 
 
-__all__ = ["TrainConfig", "DecodeConfig", "check_block_ngram", "save_json", "field_help", "IMAGE_SIZE", "FEATURE_DIM", "GRID_SIZE"]
+__all__ = ["TrainConfig", "DecodeConfig", "RERANKINGS", "check_block_ngram", "save_json", "field_help", "IMAGE_SIZE", "FEATURE_DIM", "GRID_SIZE"]

@@ -261,3 +261,40 @@ def test_tune_length_alpha_picks_the_balanced_best_of_a_real_sweep(tiny_german_c
     top = max(balanced.values())
     assert tuned["length_alpha"] == next(a for a in ALPHA_GRID if balanced[a] > top - 1e-3)  # first of any tie
     assert tuned["selected_on"].startswith("4 training images")
+
+
+def test_tune_rerank_chooses_by_the_balanced_rule_of_both_rankings(tiny_captioner, photo_dataset):
+    """A real choice between the decoder's order and the neighbour consensus, with the shipped English
+    neighbour index. Catches a ranking that never reaches the decoder (the two rows are re-scored here with
+    each ranking) and a choice other than the balanced rule's."""
+    import warnings
+    from dataclasses import replace
+    from pathlib import Path
+
+    from captioner.pipeline.evaluate import BALANCED_METRICS, TUNING_DECODE, balanced_scores, tune_rerank
+    from captioner.serving.domain import DomainCheck
+    from captioner.serving.neighbours import NeighbourIndex
+    from captioner.serving.rerank import ConsensusRanker
+
+    models = Path(__file__).resolve().parents[1] / "models"
+    tiny_captioner.ranker = ConsensusRanker(DomainCheck.load(models / "domain.json"),
+                                            NeighbourIndex.load(models / "neighbours.json"))
+    names = sorted(PHOTO_REFERENCES)
+    decode = replace(TUNING_DECODE, beam_width=4, max_words=6)
+    try:
+        chosen = tune_rerank(tiny_captioner, photo_dataset, names, decode)
+        rows = {}
+        for choice in ("score", "consensus"):
+            results = tiny_captioner.caption([ASSETS / n for n in names], replace(decode, rerank=choice))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # nltk warns about zero n-gram counts of nonsense captions
+                metrics, _ = _reference_metrics(PHOTO_REFERENCES, {n: r.captions[0].tokens
+                                                                   for n, r in zip(names, results)})
+            rows[choice] = {m: metrics[m] for m in BALANCED_METRICS}
+    finally:
+        tiny_captioner.ranker = None
+    for choice in rows:
+        assert chosen["rerank_sweep"][choice] == pytest.approx(rows[choice], abs=1e-4)
+    balanced = balanced_scores(rows)
+    assert chosen["rerank"] == max(rows, key=lambda c: (balanced[c], c == "score"))
+    assert "4 training images held out" in chosen["rerank_selected_on"]

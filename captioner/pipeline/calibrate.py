@@ -4,6 +4,12 @@
     python -m captioner calibrate --all            # every model folder of the models root
     python -m captioner calibrate --all --report-only
     python -m captioner calibrate --all --refit-neighbours   # rebuild neighbours.json only
+    python -m captioner calibrate --model models/merge-de --tune-rerank   # choose the ranking, then fit
+
+**Ranking**: a folder whose decoding.json says ``"rerank": "consensus"`` orders its beam's captions by the
+neighbour consensus (``serving/rerank.py``), so every caption calibrated and measured here is ranked with
+this root's neighbour index. ``--tune-rerank`` first chooses that ranking on the held-out images
+(``evaluate.tune_rerank``: score or consensus, by the balanced rule) and stores it in decoding.json.
 
 **What "good" means** (fixed before anything was measured on dev): a caption is *good* when its
 per-image CIDEr-D against the image's five references is at least ``GOOD_CIDER`` = 0.4, with CIDEr-D as
@@ -68,6 +74,7 @@ from ..serving.confidence import ConfidenceModel, compute_signals
 from ..serving.domain import DomainCheck, domain_digest, unit_rows
 from ..serving.model_folder import CONFIDENCE_FILE, DOMAIN_FILE, NEIGHBOURS_FILE
 from ..serving.neighbours import NeighbourIndex
+from ..serving.rerank import ConsensusRanker
 from .calibration_metrics import expected_calibration_error, reliability
 from .nonphotos import REPORT_SEED, THRESHOLD_SEED
 
@@ -477,6 +484,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "measure nothing else")
     parser.add_argument("--report-only", action="store_true", help="measure the stored files on dev; fit nothing")
     parser.add_argument("--no-report", action="store_true", help="fit only; do not measure on dev")
+    parser.add_argument("--tune-rerank", action="store_true",
+                        help="first choose how the beam's captions are ordered (score or consensus with the training "
+                             "photos nearest each picture) on the held-out images, by the balanced rule; stored in "
+                             "decoding.json")
 
 
 def command_flags(args: argparse.Namespace) -> list[str]:
@@ -485,7 +496,7 @@ def command_flags(args: argparse.Namespace) -> list[str]:
     if args.data:
         flags.append(f"--data {args.data}")
     flags.append(f"--out {args.out}")
-    for name in ("refit_domain", "refit_neighbours", "report_only", "no_report"):
+    for name in ("refit_domain", "refit_neighbours", "report_only", "no_report", "tune_rerank"):
         if getattr(args, name):
             flags.append("--" + name.replace("_", "-"))
     return flags
@@ -507,6 +518,8 @@ def run(args: argparse.Namespace, report: Callable[[str], None] | None = None) -
     folders = list(dict.fromkeys(f.resolve() for f in folders))
     if args.refit_neighbours and (args.refit_domain or args.report_only):
         raise ValueError("--refit-neighbours rebuilds the neighbour index alone: not with --refit-domain or --report-only")
+    if getattr(args, "tune_rerank", False) and (args.refit_neighbours or args.report_only):
+        raise ValueError("--tune-rerank chooses a ranking before fitting: not with --refit-neighbours or --report-only")
     from ..serving.model_folder import model_language, neighbours_file_for, read_tune_images
 
     datasets: dict = {}  # caption language -> its dataset (references in that language)
@@ -572,6 +585,9 @@ def run(args: argparse.Namespace, report: Callable[[str], None] | None = None) -
                 indexes[(root, lang)].save(index_path)
                 log(f"wrote {index_path} ({index_path.stat().st_size / 1e6:.2f} MB)")
         domain, index = shared[root], indexes[(root, lang)]
+        captioner.ranker = ConsensusRanker(domain, index)  # the folder's captions ranked as when serving
+        if getattr(args, "tune_rerank", False):
+            choose_rerank(captioner, dataset)
         held_out = None
         if args.report_only:
             model = ConfidenceModel.load(folder)
@@ -601,6 +617,28 @@ def run(args: argparse.Namespace, report: Callable[[str], None] | None = None) -
             report(text)
         record_dev_report(folder, model.calibrator, summary)
     return 0
+
+
+def choose_rerank(captioner, dataset) -> str:
+    """Choose the folder's ranking on its held-out images (``evaluate.tune_rerank``), store it in its
+    decoding.json and use it from now on. -> the choice."""
+    from ..serving import model_folder as mf
+    from .evaluate import tune_rerank
+
+    folder = captioner.checkpoint.folder
+    names = mf.read_tune_images(folder)
+    if not names:
+        raise CalibrationError(f"{folder}: no held-out images (tune_images.txt) to choose the ranking on")
+    decoding = mf.read_decoding(folder)
+    if not decoding:
+        raise CalibrationError(f"{folder}: no decoding.json; choose the length exponent first "
+                               f"(`python -m captioner card --model {folder}`)")
+    chosen = tune_rerank(captioner, dataset, names)
+    mf.write_decoding(folder, {k: v for k, v in decoding.items() if not k.startswith("rerank")} | chosen)
+    captioner.checkpoint.rerank = chosen["rerank"]
+    log(f"ranking {chosen['rerank']} chosen on held-out images (balanced score {chosen['rerank_balanced_score']}; "
+        f"{chosen['rerank_sweep']})")
+    return chosen["rerank"]
 
 
 def domain_dependents(domain_path: Path) -> list[Path]:

@@ -127,7 +127,7 @@ def evaluate_split(captioner, dataset: CaptionDataset, split: str | list[str], d
                 "n_images": len(predictions), "beam_width": decode.beam_width,
                 "decoding": "greedy" if decode.beam_width == 1 else f"beam {decode.beam_width}",
                 "length_alpha": decode.length_alpha, "max_words": decode.max_words, "block_ngram": decode.block_ngram,
-                "allow_unk": decode.allow_unk,
+                "allow_unk": decode.allow_unk, "rerank": captioner.reranking(decode),
                 "images": str(folder), "checkpoint": str(captioner.checkpoint.folder),
                 "decode_ms_per_image": round(1000 * decode_seconds / max(len(predictions), 1), 2),
                 "metric_tools": ("BLEU: nltk corpus_bleu; CIDEr-D, METEOR 1.5, ROUGE-L: pycocoevalcap" if lang.code == "en"
@@ -137,7 +137,7 @@ def evaluate_split(captioner, dataset: CaptionDataset, split: str | list[str], d
 
 
 ALPHA_GRID = (0.0, 0.4, 0.7, 1.0, 1.3)
-TUNING_DECODE = DecodeConfig(beam_width=3)  # the serving defaults; only the length exponent is swept
+TUNING_DECODE = DecodeConfig(beam_width=3, rerank="score")  # the serving defaults; the exponent is swept first
 BALANCED_METRICS = ("BLEU-1", "BLEU-4", "METEOR", "CIDEr")
 
 
@@ -170,6 +170,23 @@ def tune_length_alpha(captioner, dataset: CaptionDataset, names: list[str],
     return {"length_alpha": best, "rule": "balanced: mean share of the sweep's best BLEU-1, BLEU-4, METEOR, CIDEr",
             "balanced_score": balanced, "sweep": sweep, "beam_width": decode.beam_width,
             "selected_on": f"{result.settings['n_images']} training images held out from training"}
+
+
+def tune_rerank(captioner, dataset: CaptionDataset, names: list[str], decode: DecodeConfig | None = None) -> dict:
+    """Choose how the beam's captions are ordered ("score" or "consensus", ``serving/rerank.py``) on held-out
+    *training* images ``names``, at the folder's tuned length exponent, by the balanced rule. The captioner
+    needs its neighbour index (``captioner.ranker``), built without these images.
+    -> the decoding.json fields: the choice, each ranking's metrics and balanced score."""
+    decode = decode or replace(TUNING_DECODE, length_alpha=captioner.checkpoint.length_alpha)
+    sweep = {}
+    for choice in ("score", "consensus"):
+        result = evaluate_split(captioner, dataset, list(names), replace(decode, rerank=choice), progress=False)
+        sweep[choice] = {m: round(result.metrics[m], 4) for m in BALANCED_METRICS if result.metrics.get(m) is not None}
+    balanced = balanced_scores(sweep)
+    return {"rerank": max(sweep, key=lambda c: (balanced[c], c == "score")),  # a tie keeps the decoder's order
+            "rerank_sweep": sweep, "rerank_balanced_score": balanced,
+            "rerank_selected_on": f"{result.settings['n_images']} training images held out from training, "
+                                  f"beam {decode.beam_width}, length exponent {decode.length_alpha}"}
 
 
 def _thumbnail_data_uri(path: Path, side: int = 224) -> str:

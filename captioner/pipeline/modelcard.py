@@ -261,7 +261,29 @@ def _sweep_command(folder: Path, decoding: dict) -> str:
     if not decoding:
         return ""
     return (f"\n\nReproduce the sweep: `python -m captioner card --model models/{folder.name} --data DATA` "
-            "(re-tunes on the held-out images, re-evaluates on dev and rewrites this card).")
+            "(re-tunes on the held-out images, re-evaluates on dev and rewrites this card)." + _rerank_paragraph(folder, decoding))
+
+
+def _rerank_paragraph(folder: Path, decoding: dict) -> str:
+    """Which of the beam's captions is said (``serving/rerank.py``) and the held-out rows it was chosen by."""
+    if "rerank_sweep" not in decoding:
+        return ("\n\nOf the beam's captions, the one with the best score is said (`decoding.json` names no other "
+                f"ranking; `python -m captioner calibrate --model models/{folder.name} --tune-rerank` chooses between "
+                "score and consensus with the nearest training photos on the held-out images).")
+    sweep, balanced = decoding["rerank_sweep"], decoding["rerank_balanced_score"]
+    metrics = list(next(iter(sweep.values())))
+    how = {"score": "the best score (log-probability / length^alpha)",
+           "consensus": "the highest consensus with the references of the 25 training photos nearest the picture "
+                        "(CIDEr-D; `serving/rerank.py`)"}
+    lines = [f"Of the beam's captions, the one with {how[decoding['rerank']]} is said (`decoding.json`: "
+             f"\"rerank\": \"{decoding['rerank']}\"), chosen by the same rule on {decoding['rerank_selected_on']}:", "",
+             "| ranking | " + " | ".join(metrics) + " | balanced |", "|---|" + "---|" * (len(metrics) + 1)]
+    for choice, row in sweep.items():
+        mark = " (chosen)" if choice == decoding["rerank"] else ""
+        lines.append(f"| {choice}{mark} | " + " | ".join(f"{row[m]:.4f}" for m in metrics) + f" | {balanced[choice]:.4f} |")
+    lines += ["", f"Reproduce the choice: `python -m captioner calibrate --model models/{folder.name} --tune-rerank` "
+                  "(it needs the folder's neighbour index, and refits the confidence for the captions it chooses)."]
+    return "\n\n" + "\n".join(lines)
 
 
 def _measured_on(machine: dict | None) -> str:

@@ -210,19 +210,30 @@ def language_facts(checkpoint, dataset, result, log=print, examples: int = 6) ->
     return facts
 
 
+def keep_rerank(before: dict, tuned: dict, log=print) -> dict:
+    """``tuned`` (a new length-exponent sweep) with the ranking chosen before (``calibrate --tune-rerank``)
+    when it was chosen at the same exponent; otherwise without it, and a line saying how to choose again."""
+    fields = {k: v for k, v in before.items() if k.startswith("rerank")}
+    if not fields or before.get("length_alpha") == tuned["length_alpha"]:
+        return tuned | fields
+    log(f"the ranking ({fields.get('rerank')}) was chosen at length exponent {before.get('length_alpha')}, not "
+        f"{tuned['length_alpha']}: choose it again with `python -m captioner calibrate --tune-rerank --model FOLDER`")
+    return tuned
+
+
 def tune_and_evaluate(folder: Path, dataset, encoder, log=print) -> tuple[list[dict], dict]:
     """Choose the length exponent on the held-out training images (``decoding.json``), then dev metrics
     for each of ``CARD_DECODES`` (plus full-resolution originals when the dataset has them).
     -> (the card's rows: label, metrics, settings; each row's ``EvalResult`` by label)."""
-    from ..serving.captioner import Captioner
+    from ..serving.captioner import Captioner, load_confidence
     from .evaluate import evaluate_split, format_metrics, tune_length_alpha
 
     tuned = tune_length_alpha(Captioner(encoder, mf.load_checkpoint(folder)), dataset, mf.read_tune_images(folder))
     if tuned:
-        mf.write_decoding(folder, tuned)
+        mf.write_decoding(folder, keep_rerank(mf.read_decoding(folder), tuned, log))
         log(f"length_alpha {tuned['length_alpha']} chosen on held-out training images "
             f"(balanced score by alpha: {tuned['balanced_score']})")
-    captioner = Captioner(encoder, mf.load_checkpoint(folder))
+    captioner = Captioner(encoder, mf.load_checkpoint(folder), *load_confidence(folder))  # its ranker too
     alpha = captioner.checkpoint.length_alpha
     runs = [(label, replace(decode, length_alpha=alpha), None) for label, decode in CARD_DECODES]
     originals = dataset.image_dir.parent / "originals"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -150,6 +150,11 @@ class Captioner:
             self.stepper, self.decoder_backend = checkpoint_stepper(checkpoint), "tensorflow"
         self.confidence = confidence  # None: captions come without an assessment
         self.confidence_problem = confidence_problem  # why there is no confidence model (for the page and CLI)
+        self.ranker = None  # ConsensusRanker for rerank="consensus": the calibration's domain check and neighbours
+        if confidence is not None and confidence.neighbours is not None:
+            from .rerank import ConsensusRanker
+
+            self.ranker = ConsensusRanker(confidence.domain, confidence.neighbours)
 
     @property
     def lang(self) -> str:
@@ -243,8 +248,27 @@ class Captioner:
 
         decode = decode or self.default_decode()
         keep_attention = keep_attention and self.has_attention
-        hyps = decode_with(self.stepper, features, self.vocab, decode, keep_attention)
-        return [distinct([self._caption(h, decode.wording) for h in per_image]) for per_image in hyps]
+        if self.reranking(decode) == "score":
+            hyps = decode_with(self.stepper, features, self.vocab, decode, keep_attention)
+            return [distinct([self._caption(h, decode.wording) for h in per_image]) for per_image in hyps]
+        # consensus: every caption the beam finished, reordered, then the n_best asked for
+        hyps = decode_with(self.stepper, features, self.vocab, replace(decode, n_best=decode.beam_width), keep_attention)
+        captions = [[self._caption(h, decode.wording) for h in per_image] for per_image in hyps]
+        orders = self.ranker.order(features, [[c.tokens for c in caps] for caps in captions])
+        return [distinct([caps[i] for i in order])[:decode.n_best] for caps, order in zip(captions, orders)]
+
+    def reranking(self, decode: DecodeConfig) -> str:
+        """The ranking ``decode`` asks for, "auto" resolved to the folder's choice: "score" or "consensus".
+        ValueError, saying the fix, when consensus is asked for and the folder has no neighbour index."""
+        choice = self.checkpoint.rerank if decode.rerank == "auto" else decode.rerank
+        if choice == "consensus" and self.ranker is None and decode.rerank == "auto":
+            return "score"  # the folder's choice without its calibration: the problem is reported with the confidence
+        if choice == "consensus" and self.ranker is None:
+            why = f" ({self.confidence_problem})" if self.confidence_problem else ""
+            raise ValueError(f"rerank=consensus needs the model folder's calibration and neighbour index{why}: fit "
+                             f"them with `python -m captioner calibrate --model {self.checkpoint.folder}`, or ask for "
+                             "rerank=score")
+        return choice
 
     def _caption(self, hyp, wording: str = "as-learned") -> Caption:
         maps = None
@@ -275,6 +299,7 @@ class Captioner:
         """
         decode = decode or self.default_decode()
         decode.validate()
+        self.reranking(decode)  # an impossible ranking is refused before any picture is read
         results, pixels, readable, problems = [], [], [], []
         for i, source in enumerate(images):
             name = names[i] if names else None

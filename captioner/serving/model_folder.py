@@ -190,6 +190,17 @@ def read_length_alpha(folder: Path) -> float:
     return float(read_decoding(folder).get("length_alpha", DecodeConfig.length_alpha))
 
 
+def read_rerank(folder: Path) -> str:
+    """How the folder's beam captions are ordered by default ("score" or "consensus", chosen on its held-out
+    images by ``python -m captioner calibrate --tune-rerank``); "score" when decoding.json names none."""
+    from ..config import RERANKINGS
+
+    choice = read_decoding(folder).get("rerank", "score")
+    if choice not in RERANKINGS or choice == "auto":
+        raise CheckpointError(f"{Path(folder) / DECODING_FILE}: rerank must be score or consensus, not {choice!r}")
+    return choice
+
+
 def read_training(folder: Path) -> dict:
     """training.json, with scst.json under "scst" when the folder was fine-tuned."""
     path = Path(folder) / TRAINING_FILE
@@ -276,6 +287,7 @@ class Checkpoint:
     length_alpha: float = DecodeConfig.length_alpha  # from decoding.json when the folder has one
     members: list["Checkpoint"] = field(default_factory=list)  # an ensemble's members
     truecase: dict[str, str] = field(default_factory=dict)  # written forms of lower-case tokens (German)
+    rerank: str = "score"  # how the beam's captions are ordered when a DecodeConfig says "auto" (decoding.json)
 
     @property
     def is_ensemble(self) -> bool:
@@ -460,7 +472,8 @@ def _load_single(folder: Path, keras: bool = True) -> Checkpoint:
     except VocabError as err:
         raise CheckpointError(str(err)) from err
     if not keras:
-        return Checkpoint(None, vocab, config, folder, read_length_alpha(folder), truecase=read_truecase(folder))
+        return Checkpoint(None, vocab, config, folder, read_length_alpha(folder), truecase=read_truecase(folder),
+                          rerank=read_rerank(folder))
     import keras as keras_module
 
     from .decoders import family
@@ -478,7 +491,8 @@ def _load_single(folder: Path, keras: bool = True) -> Checkpoint:
     if output_size != len(vocab):
         raise CheckpointError(f"{folder}: the vocabulary has {len(vocab)} words but the decoder predicts "
                               f"{output_size}; {VOCAB_FILE} belongs to a different checkpoint")
-    return Checkpoint(model, vocab, config, folder, read_length_alpha(folder), truecase=read_truecase(folder))
+    return Checkpoint(model, vocab, config, folder, read_length_alpha(folder), truecase=read_truecase(folder),
+                      rerank=read_rerank(folder))
 
 
 def _load_ensemble(folder: Path, keras: bool = True) -> Checkpoint:
@@ -503,7 +517,7 @@ def _load_ensemble(folder: Path, keras: bool = True) -> Checkpoint:
             raise CheckpointError(f"{folder}: members mix {first.config.decoder} and {other.config.decoder} "
                                   "decoders, which read different image features")
     return Checkpoint(first.model, first.vocab, first.config, folder, read_length_alpha(folder), members,
-                      truecase=first.truecase)
+                      truecase=first.truecase, rerank=read_rerank(folder))
 
 
 def model_language(folder: Path) -> str:

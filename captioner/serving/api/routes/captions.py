@@ -47,13 +47,16 @@ async def captions(request: Request, service: Service,
                                                                 "a child, their); as-learned: the model's own words"),
                    read_text: str = Query(_d.read_text, description="read the text in the picture: auto (when a "
                                                                     "quick look finds text), on, off"),
+                   rerank: str = Query(_d.rerank, description="order the beam's captions by the decoder's score, "
+                                                              "or by consensus with what people said about the most "
+                                                              "similar training photos; auto: the model's choice"),
                    lang: str | None = Query(None, description="caption language: en, de, zh, fr or es (default: "
                                                               "the server's, set by `serve --lang`)")) -> dict:
     """The records of the request's images (``batch.result_record``: exactly what ``caption --json`` prints)."""
     settings = DecodeConfig(beam_width=beam_width, n_best=n_best, max_words=max_words,
                             length_alpha=_d.length_alpha if length_alpha is None else length_alpha,
                             block_ngram=block_ngram, allow_unk=allow_unk, wording=wording,
-                            read_text=read_text)
+                            read_text=read_text, rerank=rerank)
     try:
         if length_alpha is not None and not math.isfinite(length_alpha):
             raise ValueError(f"length_alpha must be a finite number, not {length_alpha}")
@@ -65,6 +68,10 @@ async def captions(request: Request, service: Service,
     captioner = await request.app.state.work_pool.run(service.load, code)  # not the pool speech uses
     if length_alpha is None:
         settings.length_alpha = captioner.checkpoint.length_alpha
+    try:
+        captioner.reranking(settings)  # consensus asked of a model folder without its neighbour index
+    except ValueError as err:
+        raise APIError(422, str(err)) from err
     results = await asyncio.wrap_future(service.submit(images, names, settings, code))
     if len(results) == 1 and not results[0].ok:
         raise APIError(422, results[0].error)
