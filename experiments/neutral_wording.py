@@ -6,7 +6,7 @@ captions against the raw references. Writes docs/neutral-wording.json (docs/LANG
     python experiments/neutral_wording.py [--data ../shared/flickr8k] [--langs en de zh fr es]
 
 Captions are decoded once through ``Captioner.caption_features`` (beam 3, each folder's tuned length
-exponent, wording neutral); the decoder's own tokens are the as-learned captions, and their rewriting is
+exponent and ranking, wording neutral); the decoder's own tokens are the as-learned captions, and their rewriting is
 checked to be exactly what ``caption --wording neutral`` writes.
 """
 from __future__ import annotations
@@ -109,7 +109,7 @@ def main() -> int:
         row = measure(lang, args.data)
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "examples"}, ensure_ascii=False), flush=True)
-    report = {"split": "dev", "decoding": "beam 3, each folder's tuned length exponent",
+    report = {"split": "dev", "decoding": "beam 3, each folder's tuned length exponent and ranking",
               "cpu": cpu_name(), "command": "python experiments/neutral_wording.py --data ../shared/flickr8k",
               "gender_mistake": "the caption names a gender and shares none with every reference that names one",
               "rows": rows}

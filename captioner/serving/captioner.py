@@ -248,7 +248,7 @@ class Captioner:
 
         decode = decode or self.default_decode()
         keep_attention = keep_attention and self.has_attention
-        if self.reranking(decode) == "score":
+        if self.reranking(decode) == "score" or decode.beam_width == 1:  # one candidate: nothing to reorder
             hyps = decode_with(self.stepper, features, self.vocab, decode, keep_attention)
             return [distinct([self._caption(h, decode.wording) for h in per_image]) for per_image in hyps]
         # consensus: every caption the beam finished, reordered, then the n_best asked for
