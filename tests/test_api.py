@@ -104,6 +104,24 @@ def test_raw_body_and_decoding_settings(client, captioner):
     assert len(got["alternatives"]) == 3
 
 
+def test_the_ranking_parameter_reaches_the_decoder(client, captioner):
+    """English says the best-scoring caption unless asked: ``rerank=consensus`` gives exactly the
+    library's consensus order (a permutation of the same beam), ``rerank=score`` the default's."""
+    assert captioner.checkpoint.rerank == "score"
+    answers = {}
+    for ranking in ("consensus", "score"):
+        r = client.post(f"/v1/captions?rerank={ranking}&n_best=3&name=dog.jpg", content=_bytes("dog-field.jpg"),
+                        headers={"Content-Type": "image/jpeg"})
+        assert r.status_code == 200, r.text
+        [got] = r.json()["results"]
+        decode = captioner.default_decode(n_best=3, rerank=ranking)
+        [want] = _expected(captioner, ["dog.jpg"], decode, [_bytes("dog-field.jpg")])
+        _same(got, want)
+        answers[ranking] = [a["caption"] for a in got["alternatives"]]
+    assert sorted(answers["consensus"]) == sorted(answers["score"])
+    assert answers["consensus"] != answers["score"]  # on this photo the orders differ, so a lost parameter shows
+
+
 def test_one_bad_image_among_several_gets_its_own_error(client):
     files = [("images", ("dog.jpg", _bytes("dog-field.jpg"), "image/jpeg")),
              ("images", ("notes.png", b"just some text", "image/png")),
@@ -137,6 +155,7 @@ def test_a_single_unreadable_image_is_422_with_the_cli_message(client, captioner
     ("block_ngram=1", "block_ngram must be 0 (off) or at least 2, not 1"),
     ("beam_width=wide", "beam_width"),
     ("max_words=0", "max_words"),
+    ("rerank=best", "rerank must be one of auto, score, consensus"),
 ])
 def test_bad_settings_are_422_with_a_message(client, query, fragment):
     r = client.post(f"/v1/captions?{query}", content=_bytes("cat.jpg"), headers={"Content-Type": "image/jpeg"})

@@ -21,6 +21,9 @@ FLAGS = [  # (command-line flags, the DecodeConfig field they set, its expected 
     (["--block-ngram", "4"], "block_ngram", 4),
     (["--allow-unk"], "allow_unk", True),
     ([], "allow_unk", False),
+    (["--rerank", "consensus"], "rerank", "consensus"),
+    (["--rerank", "score"], "rerank", "score"),
+    ([], "rerank", "auto"),
 ]
 
 

@@ -68,10 +68,11 @@ async def captions(request: Request, service: Service,
     captioner = await request.app.state.work_pool.run(service.load, code)  # not the pool speech uses
     if length_alpha is None:
         settings.length_alpha = captioner.checkpoint.length_alpha
-    try:
-        captioner.reranking(settings)  # consensus asked of a model folder without its neighbour index
-    except ValueError as err:
-        raise APIError(422, str(err)) from err
+    if settings.rerank == "consensus":  # asked of a model folder without its neighbour index: say how to fit it
+        try:
+            captioner.reranking(settings)
+        except ValueError as err:
+            raise APIError(422, str(err)) from err
     results = await asyncio.wrap_future(service.submit(images, names, settings, code))
     if len(results) == 1 and not results[0].ok:
         raise APIError(422, results[0].error)
