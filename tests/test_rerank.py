@@ -110,3 +110,23 @@ def test_a_new_length_exponent_drops_a_ranking_chosen_at_another():
     assert keep_rerank(chosen, {"length_alpha": 0.4, "sweep": 1})["rerank"] == "consensus"
     assert "rerank" not in keep_rerank(chosen, {"length_alpha": 0.7, "sweep": 1}, said.append)
     assert "--tune-rerank" in said[0]
+
+
+def test_a_ranking_the_confidence_was_not_fitted_for_is_never_high(xception_weights):
+    """English's confidence is fitted for the best-scoring captions: asked for consensus, a caption the
+    neighbours favour keeps its sentence but is never "high" (its consensus reads higher than any the
+    calibrator saw for such a caption). Catches the cap missing, and a cap applied to the folder's own
+    ranking as well."""
+    from captioner.serving.captioner import Captioner
+
+    english = Captioner.load(allow_download=False, precision="float32")
+    assert english.fitted_ranking() == "score"
+    decode = english.default_decode(beam_width=3, wording="as-learned")
+    [own] = english.caption([ASSETS / "dog-field.jpg"], decode)
+    [other] = english.caption([ASSETS / "dog-field.jpg"], replace(decode, rerank="consensus"))
+    assert own.assessment.band == "high"
+    assert other.captions[0].tokens != own.captions[0].tokens
+    assert other.assessment.band == "medium" and other.assessment.confidence < english.confidence.calibrator.high
+    [greedy] = english.caption([ASSETS / "dog-field.jpg"], replace(decode, beam_width=1, rerank="consensus"))
+    [greedy_own] = english.caption([ASSETS / "dog-field.jpg"], replace(decode, beam_width=1))
+    assert greedy.assessment == greedy_own.assessment  # one candidate: nothing was reranked

@@ -425,7 +425,8 @@ def calibrate_folder(captioner, dataset, domain: DomainCheck, index: NeighbourIn
     calibrator.info = {"fitted_on": f"{len(names)} training images held out from training ({folder.name}/"
                                     "tune_images.txt)",
                        "decoding": {"beam_width": captioner.default_decode().beam_width,
-                                    "length_alpha": captioner.default_decode().length_alpha},
+                                    "length_alpha": captioner.default_decode().length_alpha,
+                                    "rerank": captioner.reranking(captioner.default_decode())},
                        "band_rule": f"high/low: the {BAND_SHARE:.0%} most/least confident held-out images",
                        "held_out": {k: v for k, v in held_out.items() if k != "bands"},
                        "domain_digest": domain_digest(domain),

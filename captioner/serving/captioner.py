@@ -270,6 +270,13 @@ class Captioner:
                              "rerank=score")
         return choice
 
+    def fitted_ranking(self) -> str | None:
+        """The ranking of the beam's captions the confidence was fitted for: "score" or "consensus" (None: no
+        confidence; "score" when the calibration does not say)."""
+        if self.confidence is None:
+            return None
+        return self.confidence.calibrator.info.get("decoding", {}).get("rerank", "score")
+
     def _caption(self, hyp, wording: str = "as-learned") -> Caption:
         maps = None
         if hyp.attention is not None:
@@ -331,10 +338,14 @@ class Captioner:
                     results[index].features = f
             share = (time.perf_counter() - start) / len(readable)
             ceiling = self.confidence.calibrator.high if self.confidence is not None else 1.0
+            # a confidence fitted for another ranking of the beam does not know these captions: never "high"
+            # (greedy has nothing to rank)
+            fitted = self.fitted_ranking()
+            unfitted = ["ranking"] if decode.beam_width > 1 and fitted not in (None, self.reranking(decode)) else []
             for index, caps, assessment, flaws in zip(readable, captions, assessments, problems):
                 results[index].captions = caps
                 results[index].photo_problems = flaws
-                results[index].assessment = cap_assessment(assessment, flaws, ceiling)
+                results[index].assessment = cap_assessment(assessment, flaws or unfitted, ceiling)
                 results[index].lang = self.lang
                 results[index].seconds += share
         return results
