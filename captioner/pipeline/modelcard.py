@@ -261,7 +261,8 @@ def _sweep_command(folder: Path, decoding: dict) -> str:
     if not decoding:
         return ""
     return (f"\n\nReproduce the sweep: `python -m captioner card --model models/{folder.name} --data DATA` "
-            "(re-tunes on the held-out images, re-evaluates on dev and rewrites this card)." + _rerank_paragraph(folder, decoding))
+            "(re-tunes on the held-out images, re-evaluates on dev and rewrites this card)."
+            + _rerank_paragraph(folder, decoding))
 
 
 def _rerank_paragraph(folder: Path, decoding: dict) -> str:
@@ -280,7 +281,8 @@ def _rerank_paragraph(folder: Path, decoding: dict) -> str:
              "| ranking | " + " | ".join(metrics) + " | balanced |", "|---|" + "---|" * (len(metrics) + 1)]
     for choice, row in sweep.items():
         mark = " (chosen)" if choice == decoding["rerank"] else ""
-        lines.append(f"| {choice}{mark} | " + " | ".join(f"{row[m]:.4f}" for m in metrics) + f" | {balanced[choice]:.4f} |")
+        lines.append(f"| {choice}{mark} | " + " | ".join(f"{row[m]:.4f}" for m in metrics)
+                     + f" | {balanced[choice]:.4f} |")
     lines += ["", f"Reproduce the choice: `python -m captioner calibrate --model models/{folder.name} --tune-rerank` "
                   "(it needs the folder's neighbour index, and refits the confidence for the captions it chooses)."]
     return "\n\n" + "\n".join(lines)

@@ -241,8 +241,9 @@ class Captioner:
                          keep_attention: bool = False) -> list[list[Caption]]:
         """(B, 2048) pooled features (or (B, 10, 10, 2048) for attention models) -> B lists of captions.
 
-        ``decode`` defaults to ``default_decode()``; ``keep_attention`` (attention models) records
-        where the decoder looked for each word.
+        ``decode`` defaults to ``default_decode()``; its ``rerank`` says how each picture's beam captions are
+        ordered (``reranking``: by score, or by consensus with the nearest training photos, ``rerank.py``);
+        ``keep_attention`` (attention models) records where the decoder looked for each word.
         """
         from .decoding import decode_with
 
@@ -252,7 +253,8 @@ class Captioner:
             hyps = decode_with(self.stepper, features, self.vocab, decode, keep_attention)
             return [distinct([self._caption(h, decode.wording) for h in per_image]) for per_image in hyps]
         # consensus: every caption the beam finished, reordered, then the n_best asked for
-        hyps = decode_with(self.stepper, features, self.vocab, replace(decode, n_best=decode.beam_width), keep_attention)
+        every = replace(decode, n_best=decode.beam_width)
+        hyps = decode_with(self.stepper, features, self.vocab, every, keep_attention)
         captions = [[self._caption(h, decode.wording) for h in per_image] for per_image in hyps]
         orders = self.ranker.order(features, [[c.tokens for c in caps] for caps in captions])
         return [distinct([caps[i] for i in order])[:decode.n_best] for caps, order in zip(captions, orders)]
