@@ -422,11 +422,11 @@ def calibrate_folder(captioner, dataset, domain: DomainCheck, index: NeighbourIn
                 "bands": band_table(bands, cider, None, good.astype(float)),
                 "score_terciles_ratio": round(float(cider[score >= terciles[1]].mean() / cider[score < terciles[0]]
                                                     .mean()), 3)}
+    default = captioner.default_decode()  # how the held-out captions above were decoded
     calibrator.info = {"fitted_on": f"{len(names)} training images held out from training ({folder.name}/"
                                     "tune_images.txt)",
-                       "decoding": {"beam_width": captioner.default_decode().beam_width,
-                                    "length_alpha": captioner.default_decode().length_alpha,
-                                    "rerank": captioner.reranking(captioner.default_decode())},
+                       "decoding": {"beam_width": default.beam_width, "length_alpha": default.length_alpha,
+                                    "rerank": captioner.reranking(default)},
                        "band_rule": f"high/low: the {BAND_SHARE:.0%} most/least confident held-out images",
                        "held_out": {k: v for k, v in held_out.items() if k != "bands"},
                        "domain_digest": domain_digest(domain),
@@ -519,7 +519,8 @@ def run(args: argparse.Namespace, report: Callable[[str], None] | None = None) -
     folders = list(dict.fromkeys(f.resolve() for f in folders))
     if args.refit_neighbours and (args.refit_domain or args.report_only):
         raise ValueError("--refit-neighbours rebuilds the neighbour index alone: not with --refit-domain or --report-only")
-    if getattr(args, "tune_rerank", False) and (args.refit_neighbours or args.report_only):
+    tune_rerank = getattr(args, "tune_rerank", False)  # absent from Namespaces built by hand
+    if tune_rerank and (args.refit_neighbours or args.report_only):
         raise ValueError("--tune-rerank chooses a ranking before fitting: not with --refit-neighbours or --report-only")
     from ..serving.model_folder import model_language, neighbours_file_for, read_tune_images
 
@@ -587,7 +588,7 @@ def run(args: argparse.Namespace, report: Callable[[str], None] | None = None) -
                 log(f"wrote {index_path} ({index_path.stat().st_size / 1e6:.2f} MB)")
         domain, index = shared[root], indexes[(root, lang)]
         captioner.ranker = ConsensusRanker(domain, index)  # the folder's captions ranked as when serving
-        if getattr(args, "tune_rerank", False):
+        if tune_rerank:
             choose_rerank(captioner, dataset)
         held_out = None
         if args.report_only:

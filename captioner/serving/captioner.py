@@ -263,9 +263,9 @@ class Captioner:
         """The ranking ``decode`` asks for, "auto" resolved to the folder's choice: "score" or "consensus".
         ValueError, saying the fix, when consensus is asked for and the folder has no neighbour index."""
         choice = self.checkpoint.rerank if decode.rerank == "auto" else decode.rerank
-        if choice == "consensus" and self.ranker is None and decode.rerank == "auto":
-            return "score"  # the folder's choice without its calibration: the problem is reported with the confidence
         if choice == "consensus" and self.ranker is None:
+            if decode.rerank == "auto":
+                return "score"  # the folder's choice without its calibration: reported with the confidence
             why = f" ({self.confidence_problem})" if self.confidence_problem else ""
             raise ValueError(f"rerank=consensus needs the model folder's calibration and neighbour index{why}: fit "
                              f"them with `python -m captioner calibrate --model {self.checkpoint.folder}`, or ask for "
