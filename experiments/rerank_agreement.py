@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> int:
+    from captioner.pipeline.calibrate import cider_scores
     from captioner.pipeline.data import load_dataset
     from captioner.pipeline.features import extract_features
     from captioner.serving.captioner import Captioner
@@ -50,8 +51,7 @@ def main() -> int:
             tokens[ranking] = [caps[0].tokens for i in range(0, len(ex.names), 64)
                                for caps in captioner.caption_features(ex.features[i:i + 64],
                                                                       replace(decode, rerank=ranking))]
-        cider = {r: np.array([scorer.score(t, scorer.prepare(dataset.captions[n])) for n, t in zip(ex.names, ts)])
-                 for r, ts in tokens.items()}
+        cider = {r: cider_scores(dataset, ex.names, ts, scorer) for r, ts in tokens.items()}
         diff = cider["consensus"] - cider["score"]  # (N,) paired per-picture differences
         boots = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(args.boot)]
         low, high = np.percentile(boots, [2.5, 97.5])
